@@ -1,0 +1,310 @@
+"""Training and inference loops: AMP, EMA, per-epoch checkpoints with exact resume, dvclive logging.
+
+Resuming is exact on CPU: data order and augmentation draws are functions of (seed, epoch, index), and the
+checkpoint holds the RNG state, so a run killed mid-epoch and resumed ends with the same weights as one that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from pipeline import metrics
+from pipeline.data import FaceDataset
+from pipeline.io import atomic_path
+from pipeline.losses import LinearHead, classification_loss
+from pipeline.models import FaceNet, l2_normalise
+from pipeline.params import ModelParams, Params, TrainParams
+from pipeline.scoring import trial_scores
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced NaN/inf; the last good checkpoint is kept."""
+
+
+class FaceModel(nn.Module):
+    """Embedding network + classification head, trained (and averaged by EMA) together."""
+
+    def __init__(self, model_params: ModelParams, num_classes: int):
+        super().__init__()
+        self.net = FaceNet(model_params)
+        self.head = LinearHead(model_params.embedding_dim, num_classes)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.net(images), labels)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device, enabled: bool, choice: str) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision. fp16 on CPU is refused: it has no scaler there."""
+    if not enabled:
+        return None
+    if choice == "auto":
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    if choice == "float16" and device.type != "cuda":
+        raise ValueError("train.amp_dtype: float16 needs CUDA; use bfloat16 (or auto) on CPU")
+    return getattr(torch, choice)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+class EpochSampler(Sampler):
+    """Shuffles by (seed, epoch) and yields (epoch, index) keys, so workers know the epoch for augmentation."""
+
+    def __init__(self, n: int, seed: int, batch_size: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.length = (n // batch_size) * batch_size  # drop the ragged last batch: BatchNorm needs > 1 sample
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)[: self.length]
+        return iter((self.epoch, int(i)) for i in order)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass
+class EvalSets:
+    """Arrays evaluated after each epoch; any may be None."""
+
+    val_images: np.ndarray | None = None  # validation_classification
+    val_labels: np.ndarray | None = None
+    fold_images: np.ndarray | None = None  # held-out fold of the training images
+    fold_labels: np.ndarray | None = None
+    ver_images: np.ndarray | None = None  # validation verification images
+    ver_names: list[str] = field(default_factory=list)
+    trials: object = None  # DataFrame with a, b, label
+
+
+@torch.inference_mode()
+def infer(
+    model: FaceModel,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    flip_tta: bool = True,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    desc: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised embeddings (flip TTA: sum of both views, then normalise) and class probabilities."""
+    model.eval()
+    cast = autocast(device, dtype)
+    embeddings, probs = [], []
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc=desc, leave=False, disable=desc is None, mininterval=1.0):
+        x = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # copy out of the memmap
+        x = x.permute(0, 3, 1, 2).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with cast():
+            emb = model.net(x).float()
+            if flip_tta:
+                emb = emb + model.net(torch.flip(x, dims=[3])).float()
+            logits = model.head.predict(emb if not flip_tta else emb / 2).float()
+        embeddings.append(l2_normalise(emb).cpu().numpy())
+        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return np.concatenate(embeddings), np.concatenate(probs)
+
+
+def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params) -> dict[str, float]:
+    dtype = amp_dtype(device, cfg.embed.amp, cfg.train.amp_dtype)
+    out: dict[str, float] = {}
+    kw = dict(device=device, batch_size=cfg.embed.batch_size, flip_tta=cfg.embed.flip_tta, dtype=dtype,
+              channels_last=cfg.train.channels_last)
+    if sets.val_images is not None and len(sets.val_images):
+        _, p = infer(model, sets.val_images, **kw)
+        out["val_accuracy"] = metrics.accuracy(sets.val_labels, p.argmax(1))
+    if sets.fold_images is not None and len(sets.fold_images):
+        _, p = infer(model, sets.fold_images, **kw)
+        out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
+    if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
+        emb, _ = infer(model, sets.ver_images, **kw)
+        scores = trial_scores(emb, sets.ver_names, sets.trials, metric=cfg.score.metric)
+        out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
+    return out
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+def train(
+    cfg: Params,
+    train_images: np.ndarray,
+    train_rows: np.ndarray,
+    train_labels: np.ndarray,
+    num_classes: int,
+    transform,
+    eval_sets: EvalSets,
+    out_dir: Path,
+    seed: int,
+    fingerprint: str,
+    log_metrics: Callable[[dict[str, float]], None],
+) -> FaceModel:
+    """Train one model, checkpointing after every epoch to ``out_dir/checkpoint.pt`` and resuming from it.
+
+    `log_metrics` is called once per epoch, in order, also for epochs replayed from a resumed checkpoint.
+    Returns the EMA model (or the raw one when EMA is off), in eval mode.
+    """
+    tp: TrainParams = cfg.train
+    device = resolve_device(tp.device)
+    dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
+    torch.manual_seed(seed)
+    model = FaceModel(cfg.model, num_classes).to(device)
+    if tp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
+    sampler = EpochSampler(len(dataset), seed, tp.batch_size)
+    if sampler.length == 0:
+        raise ValueError(f"train.batch_size={tp.batch_size} is larger than the {len(dataset)} training images")
+    loader = DataLoader(
+        dataset,
+        batch_size=tp.batch_size,
+        sampler=sampler,
+        num_workers=tp.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=tp.num_workers > 0,
+        prefetch_factor=4 if tp.num_workers > 0 else None,
+    )
+    steps_per_epoch = len(loader)
+    optimizer = create_optimizer_v2(model, opt=tp.optimizer, lr=tp.lr, weight_decay=tp.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=tp.epochs,
+        min_lr=tp.min_lr,
+        warmup_lr=tp.lr * 0.01,
+        warmup_epochs=tp.warmup_epochs,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    ema = ModelEmaV3(model, decay=tp.ema_decay, use_warmup=True) if tp.ema else None
+    cast = autocast(device, dtype)
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    start_epoch, history = 0, []
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("fingerprint") == fingerprint:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema"])
+            _set_rng_state(ckpt["rng"])
+            start_epoch, history = ckpt["epoch"], ckpt["history"]
+            log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, tp.epochs)
+        else:
+            log.info("%s was written with other params or data; training from scratch", ckpt_path)
+    for row in history:
+        log_metrics(row)
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, tp.epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        total, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tp.epochs}", leave=False, mininterval=1.0)
+        for images, labels in bar:
+            images = images.to(device, non_blocking=True).float()
+            if tp.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with cast():
+                logits = model(images, labels)
+            loss = classification_loss(logits, labels, tp.label_smoothing)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower train.lr or turn off "
+                    f"train.amp. The last good checkpoint is kept: {ckpt_path} ({len(history)} epochs done)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tp.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            scheduler.step_update(num_updates=step)
+            if ema is not None:
+                ema.update(model, step=step)
+            total += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
+            row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
+        log.info("epoch %d/%d %s", epoch + 1, tp.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        history.append(row)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "rng": _rng_state(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "fingerprint": fingerprint,
+                    "params": cfg.model_dump(mode="json"),
+                },
+                tmp,
+            )
+        log_metrics(row)
+    final = ema.module if ema is not None else model
+    final.eval()
+    return final
+
+
+def save_model(model: FaceModel, cfg: Params, classes: list[str], path: Path) -> None:
+    """The inference artifact: weights (EMA), the model params to rebuild it and the class names."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {"model": model.state_dict(), "model_params": cfg.model.model_dump(mode="json"), "classes": classes}, tmp
+        )
+
+
+def load_model(path: Path, device: torch.device) -> tuple[FaceModel, list[str]]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = FaceModel(ModelParams(**ckpt["model_params"]), len(ckpt["classes"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt["classes"]

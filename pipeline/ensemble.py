@@ -1,0 +1,105 @@
+"""Combine the fold models: per-fold and ensemble metrics, ROC data, and the two submissions' contents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics
+from pipeline.params import ScoreParams
+from pipeline.scoring import normalise, trial_scores
+
+
+@dataclass
+class FoldOutputs:
+    """One fold's `embed` output (an .npz written by the embed stage)."""
+
+    name: str
+    data: dict[str, np.ndarray]
+
+    @classmethod
+    def load(cls, path: Path) -> FoldOutputs:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(path.stem, {k: z[k] for k in z.files})
+
+    def embeddings(self, split: str) -> np.ndarray:
+        return self.data[f"{split}_embeddings"]
+
+    def names(self, split: str) -> list[str]:
+        return self.data[f"{split}_names"].tolist()
+
+
+def _check_aligned(folds: list[FoldOutputs]) -> None:
+    first = folds[0]
+    for other in folds[1:]:
+        for key in ("classes", "val_verification_names", "test_verification_names", "test_classification_ids"):
+            if not np.array_equal(first.data[key], other.data[key]):
+                raise ValueError(f"{other.name} and {first.name} disagree on {key}: re-run the embed stages")
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    return (scores - scores.mean()) / (scores.std() + 1e-12)
+
+
+def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
+    """Ensemble trial scores: cosine of the mean L2-normalised embedding, or the mean of z-scored fold scores."""
+    if p.ensemble == "mean_embedding":
+        mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
+        return trial_scores(mean, folds[0].names(split), trials, metric=p.metric)
+    per_fold = [zscore(trial_scores(f.embeddings(split), f.names(split), trials, metric=p.metric)) for f in folds]
+    return np.mean(per_fold, axis=0).astype(np.float32)
+
+
+def pixel_baseline_auc(images: np.ndarray, names: list[str], trials: pd.DataFrame) -> float:
+    """AUC of the cosine of raw, per-image mean-centred pixels: what a model must beat."""
+    flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    flat -= flat.mean(axis=1, keepdims=True)
+    return metrics.roc_auc(trials["label"].to_numpy(), trial_scores(normalise(flat), names, trials))
+
+
+def evaluate(
+    folds: list[FoldOutputs],
+    val_trials: pd.DataFrame,
+    val_labels: np.ndarray,
+    p: ScoreParams,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Validation metrics per fold and for the ensemble, and the validation scores (for ROC plots).
+
+    `val_labels` are class indices of the validation classification images, in manifest order.
+    """
+    _check_aligned(folds)
+    labels = val_trials["label"].to_numpy()
+    results: dict[str, dict[str, float]] = {}
+    scores: dict[str, np.ndarray] = {}
+    for fold in folds:
+        s = trial_scores(fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p.metric)
+        scores[fold.name] = s
+        results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"], val_labels)
+    s = combined_scores(folds, "val_verification", val_trials, p)
+    scores["ensemble"] = s
+    probs = np.mean([f.data["val_classification_probs"] for f in folds], axis=0)
+    results["ensemble"] = _metrics(labels, s, p.far, probs, val_labels)
+    return results, scores
+
+
+def _metrics(labels: np.ndarray, scores: np.ndarray, far: float, probs: np.ndarray, cls_labels: np.ndarray) -> dict:
+    v = metrics.verification_metrics(labels, scores, far)
+    out = {"val_auc": v["auc"], "val_eer": v["eer"], "val_tar_at_far": v["tar_at_far"]}
+    if len(cls_labels):
+        out["val_accuracy"] = metrics.accuracy(cls_labels, probs.argmax(axis=1))
+    return out
+
+
+def test_predictions(
+    folds: list[FoldOutputs], test_trials: pd.DataFrame, p: ScoreParams
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(classification ids, predicted identity names, verification scores) for the test submissions."""
+    _check_aligned(folds)
+    classes = folds[0].data["classes"]
+    probs = np.mean([f.data["test_classification_probs"] for f in folds], axis=0)
+    labels = classes[probs.argmax(axis=1)].tolist()  # identity NAMES: the index is only ours
+    ids = folds[0].data["test_classification_ids"].tolist()
+    return ids, labels, combined_scores(folds, "test_verification", test_trials, p)

@@ -1,0 +1,135 @@
+"""`submissions/history.csv`: one row per Kaggle submission, with what produced it and what it scored locally.
+
+Columns: time (UTC), task, competition, file, sha256, message, kaggle_ref, git_commit, params_sha256, then one
+column per local validation metric (the numeric top-level keys of `metrics/ensemble.json`; a new key adds a
+column). The file is rewritten whole and renamed into place under a lock, so a crash or a second `submit`
+running at the same time never leaves a torn or lost row. No credential ever reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import subprocess
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+HISTORY = paths.SUBMISSIONS / "history.csv"
+ENSEMBLE_METRICS = paths.METRICS / "ensemble.json"
+FIELDS = ("time", "task", "competition", "file", "sha256", "message", "kaggle_ref", "git_commit", "params_sha256")
+# The local metric that predicts each task's leaderboard score (same metric as Kaggle's).
+LOCAL_METRIC = {"classification": "val_accuracy", "verification": "val_auc"}
+
+
+class HistoryError(ValueError):
+    """A history file that cannot be read; the message names the file and line."""
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD's commit hash, with `-dirty` when tracked files differ from it; "" outside a repository."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("-dirty" if dirty else "")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes ("" when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def local_metrics(path: str | Path = ENSEMBLE_METRICS) -> dict[str, float]:
+    """The numeric top-level entries of the ensemble stage's metrics file; {} (with a warning) if unreadable."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.warning("%s not found: history.csv gets no local validation metrics (run `dvc repro` first)", path)
+        return {}
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s unreadable (%s): history.csv gets no local validation metrics", path, err)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in data.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_history(path: str | Path = HISTORY) -> list[dict[str, str]]:
+    """All rows (empty when the file does not exist yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("task", "competition", "kaggle_ref") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise HistoryError(f"{path}:1: header lacks {', '.join(missing)}")
+        rows = []
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise HistoryError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames or [])} fields")
+            rows.append(row)
+    return rows
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_row(row: Mapping[str, object], path: str | Path = HISTORY) -> None:
+    """Add one row, widening the header if the row brings new metric columns."""
+    path = Path(path)
+    with _locked(path):
+        rows = read_history(path)
+        columns = list(FIELDS)
+        extra = {k for r in [*rows, row] for k in r if k not in FIELDS}
+        columns += sorted(extra)
+        out = [*rows, {k: "" if v is None else str(v) for k, v in row.items()}]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(out)

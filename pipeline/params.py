@@ -1,0 +1,287 @@
+"""Typed, validated params: `params.yaml` is parsed into these models before any stage does work.
+
+Every section forbids unknown keys; errors name the dotted key (``train.lr``) and, for a typo, the closest
+valid name. Defaults here mirror `params.yaml`; each carries a comment giving its unit or intent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "local", "imagefolder", "kaggle"] = "synthetic"  # where the competition comes from
+    path: str | None = None  # folder or zip for `local` / `imagefolder` (relative to the repo or absolute)
+    image_size: Annotated[int, Field(ge=16, le=512)] = 32  # model input side, px; images are resized to it
+    train_subsets: list[str] = ["medium"]  # folders under layout.train_dir used for training
+    on_bad_image: Literal["fail", "skip"] = "fail"  # unreadable images: stop with the list, or skip and report
+    # imagefolder only: fraction of the image side kept around the centre before resizing (LFW: ~0.5)
+    center_crop: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataParams:
+        if self.source in ("local", "imagefolder") and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if not self.train_subsets:
+            raise ValueError("data.train_subsets must name at least one folder")
+        return self
+
+
+class LayoutParams(Section):
+    """File and folder names of the HW2P2 layout; the course renamed them between terms."""
+
+    train_dir: str = "train_data"
+    val_classification_dir: str = "validation_classification/medium"
+    test_classification_dir: str = "test_classification/medium"
+    test_order: str = "test_order_classification.txt"
+    val_verification_dir: str = "validation_verification"
+    val_trials: str = "validation_trials_verification.txt"
+    test_verification_dir: str = "test_verification"
+    test_trials: str = "test_trials_verification_student.txt"
+
+
+class SyntheticParams(Section):
+    """Size and difficulty of the rendered competition (data.source: synthetic)."""
+
+    identities: PosInt = 200  # classification identities (train_data/medium)
+    large_identities: NonNegInt = 50  # extra identities only in train_data/large
+    train_images: PosInt = 24  # training images per classification identity
+    val_images: PosInt = 3  # validation_classification images per identity
+    test_images: PosInt = 3  # test_classification images per identity
+    val_verification_identities: Annotated[int, Field(ge=2)] = 60  # unseen identities for validation trials
+    test_verification_identities: Annotated[int, Field(ge=2)] = 60  # unseen identities for test trials
+    verification_images: Annotated[int, Field(ge=2)] = 8  # images per verification identity
+    val_trials: PosInt = 3000  # lines in the validation trial file (half same-identity)
+    test_trials: PosInt = 3000  # lines in the test trial file
+    image_size: Annotated[int, Field(ge=16, le=256)] = 32  # rendered side, px (Spring 2019: 32)
+    difficulty: Prob = 0.5  # 0 = studio portraits, 1 = harsh pose/light/occlusion
+    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90  # upper end of the per-image JPEG quality range
+
+
+class ImagefolderParams(Section):
+    """How an `<identity>/<image>` folder is turned into a competition (data.source: imagefolder)."""
+
+    classification_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7  # identities used for classification
+    val_images: NonNegInt = 2  # per classification identity
+    test_images: NonNegInt = 2  # per classification identity
+    max_same_pairs: PosInt = 20  # cap of same-identity trials per verification identity
+    seed: NonNegInt = 11785  # split seed, separate from the training seed
+
+
+class KaggleParams(Section):
+    """Competition slugs: the course ran classification and verification as two competitions."""
+
+    classification: str = "11-785-s19-hw2p2-classification"
+    verification: str = "11-785-s19-hw2p2-verification"
+
+
+class FoldsParams(Section):
+    k: Annotated[int, Field(ge=2, le=20)] = 2  # StratifiedKFold splits of the training images
+    train: list[NonNegInt] = [0, 1]  # folds to train (the dvc.yaml foreach list)
+
+    @model_validator(mode="after")
+    def _folds_in_range(self) -> FoldsParams:
+        bad = [f for f in self.train if f >= self.k]
+        if bad:
+            raise ValueError(f"folds.train has {bad}, but folds.k={self.k} allows only 0..{self.k - 1}")
+        if len(set(self.train)) != len(self.train):
+            raise ValueError("folds.train lists a fold twice")
+        if not self.train:
+            raise ValueError("folds.train must list at least one fold")
+        return self
+
+
+class AugmentParams(Section):
+    """Named scalar knobs; the augment stage turns them into an albumentations pipeline."""
+
+    hflip: Prob = 0.5  # probability of a horizontal flip
+    shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.08  # max translation, fraction of the side
+    scale: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # max zoom in/out, fraction
+    rotate: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0  # max rotation, degrees
+    affine_p: Prob = 0.7  # probability of the shift/scale/rotate step
+    brightness: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2  # max brightness change, fraction
+    contrast: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2  # max contrast change, fraction
+    color_p: Prob = 0.5  # probability of the brightness/contrast step
+    hue_shift: Annotated[float, Field(ge=0.0, le=180.0)] = 5.0  # max hue shift, degrees
+    saturation: Annotated[float, Field(ge=0.0, le=100.0)] = 15.0  # max saturation shift (albumentations units)
+    hsv_p: Prob = 0.3  # probability of the hue/saturation step
+    grayscale_p: Prob = 0.05  # probability of converting to grey
+    blur_p: Prob = 0.1  # probability of a 3 px Gaussian blur
+    erase_p: Prob = 0.2  # probability of erasing one rectangle (coarse dropout)
+    erase_size: Annotated[float, Field(gt=0.0, le=0.5)] = 0.25  # erased rectangle side, fraction of the image
+    preview_images: Annotated[int, Field(ge=1, le=256)] = 32  # samples in the preview grid
+
+
+class ModelParams(Section):
+    name: str = "resnet18"  # timm model name
+    # Input side / side entering the first stage. 4 is timm's stock stem (stride-2 conv + max-pool), which leaves
+    # a 32 px face 1x1 at the last stage; 2 drops the max-pool, 1 also makes the first conv stride 1.
+    stem_stride: Literal[1, 2, 4] = 2
+    width: Annotated[float, Field(gt=0.0, le=4.0)] = 0.5  # channel multiplier where the backbone supports it
+    embedding_dim: Annotated[int, Field(ge=8, le=8192)] = 256  # L2-normalised embedding size
+    drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # dropout before the embedding neck
+    pretrained: bool = False  # the course bans pretrained weights; true loads timm's hub weights
+    pretrained_path: str | None = None  # local weights file, loaded non-strictly into the backbone
+
+
+class TrainParams(Section):
+    epochs: PosInt = 12  # passes over the fold's training images
+    batch_size: PosInt = 128  # images per step
+    optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
+    lr: PosFloat = 3e-3  # peak learning rate after warmup
+    min_lr: NonNegFloat = 1e-5  # end of the cosine decay
+    warmup_epochs: NonNegFloat = 1.0  # linear warmup, epochs
+    weight_decay: NonNegFloat = 0.05  # decoupled weight decay
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # cross-entropy target smoothing
+    grad_clip: NonNegFloat = 5.0  # max gradient norm; 0 disables
+    amp: bool = True  # mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"  # auto: fp16 on CUDA, bf16 on CPU
+    channels_last: bool = True  # NHWC memory format
+    ema: bool = True  # keep an exponential moving average of the weights (timm ModelEmaV3)
+    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.998  # per-step EMA decay
+    num_workers: NonNegInt = 1  # DataLoader worker processes
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    eval_every: PosInt = 1  # epochs between validation passes
+    verification_eval: bool = True  # compute validation-trial AUC each eval (cheap at 32 px)
+
+    @model_validator(mode="after")
+    def _lr_order(self) -> TrainParams:
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) is above train.lr ({self.lr})")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
+        return self
+
+
+class EmbedParams(Section):
+    batch_size: PosInt = 512  # images per forward pass
+    flip_tta: bool = True  # sum of original and mirrored embeddings, then L2-normalise
+    amp: bool = False  # bf16/fp16 autocast for extraction
+
+
+class ScoreParams(Section):
+    metric: Literal["cosine", "euclidean"] = "cosine"  # trial score: cosine or negative Euclidean distance
+    ensemble: Literal["mean_embedding", "mean_score"] = "mean_embedding"  # how folds are combined
+    far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
+
+
+class SubmissionParams(Section):
+    classification_header: tuple[str, str] = ("id", "label")  # Spring 2020 used Id,Category
+    verification_header: tuple[str, str] = ("trial", "score")
+    classification_id: Literal["stem", "name"] = "stem"  # id as file name without extension, or as listed
+
+
+class Params(Section):
+    seed: NonNegInt = 0  # global seed: rendering, folds, initialisation, data order
+    data: DataParams = DataParams()
+    layout: LayoutParams = LayoutParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    imagefolder: ImagefolderParams = ImagefolderParams()
+    kaggle: KaggleParams = KaggleParams()
+    folds: FoldsParams = FoldsParams()
+    augment: AugmentParams = AugmentParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    embed: EmbedParams = EmbedParams()
+    score: ScoreParams = ScoreParams()
+    submission: SubmissionParams = SubmissionParams()
+
+
+def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model that owns the key at `loc`, to suggest close names for a typo."""
+    model: type[BaseModel] | None = Params
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p != "__root__")
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            owner = _model_for(loc)
+            names = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+            msg = "unknown key" + (f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else "")
+            if names:
+                msg += f" (valid: {', '.join(names)})"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+TV_PREFIX = "tv/"  # model.name prefix for torchvision architectures timm lacks
+TV_MODELS = ("alexnet", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "squeezenet1_1")
+
+
+def known_model_names() -> list[str]:
+    import timm  # imports torch: only when a params file is checked
+
+    return timm.list_models() + [TV_PREFIX + n for n in TV_MODELS]
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a model name neither timm nor the torchvision fallback knows, suggesting the closest."""
+    names = known_model_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ParamsError(f"model.name: unknown model {name!r}{hint}")
+
+
+def parse_params(raw: Any, source: str = str(PARAMS_FILE), check_model: bool = True) -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(format_errors(err, source)) from None
+    if check_model:
+        check_model_name(params.model.name)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE, check_model: bool = True) -> Params:
+    """Read and validate a params file.
+
+    Raises:
+        ParamsError: naming the file and the dotted key of every problem found.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(raw, str(path), check_model)

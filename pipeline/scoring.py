@@ -1,0 +1,296 @@
+"""Trial files and vectorised trial scoring.
+
+A trial file holds lines `a.jpg b.jpg` (test) or `a.jpg b.jpg 0|1` (validation); the real test file has
+900,000 lines, so parsing is vectorised over the whole file and only an invalid file is scanned line by line,
+to name its first bad line. The same strict line parser reads the classification order file
+(`pipeline.submission.read_order`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+_BOM = b"\xef\xbb\xbf"
+_DOTDOT = r"(?:^|/)\.\.(?:/|$)"
+
+
+class TrialFileError(ValueError):
+    """A trial file that cannot be used; the message reads `PATH:LINE: what is wrong`."""
+
+
+def _drop_trailing_blank_lines(raw: bytes) -> bytes:
+    """The file without its final newline and without whitespace-only lines at its end."""
+    end = len(raw)
+    if end and raw[end - 1] == 0x0A:
+        end -= 1
+    while end > 0:
+        start = raw.rfind(b"\n", 0, end) + 1
+        if raw[start:end].strip(b" \t"):
+            break
+        end = max(start - 1, 0)
+    return raw[:end]
+
+
+def _bad_names(names: np.ndarray, has_slash: bool) -> np.ndarray:
+    """Mask of names that are absolute, use backslashes or climb out of the folder with `..`."""
+    if not has_slash:  # the common case: plain file names, where only a bare ".." can escape
+        return names == ".."
+    s = pd.Series(names, dtype=object)
+    bad = s.str.startswith("/") | s.str.contains("\\", regex=False) | s.str.contains(_DOTDOT, regex=True)
+    return bad.to_numpy(dtype=bool)
+
+
+def _name_problem(name: str) -> str | None:
+    if name.startswith("/"):
+        return f"absolute path {name!r}: names must be relative to the image folder"
+    if "\\" in name:
+        return f"backslash in {name!r}: use '/' as the path separator"
+    if ".." in name.split("/"):
+        return f"'..' in {name!r}: names must stay inside the image folder"
+    return None
+
+
+def _scan(path: Path, body: bytes, n_names: int, labelled: bool, error: type[ValueError], form: str) -> None:
+    """Line-by-line check that raises for the first bad line; only run once the fast path found a problem."""
+    n_fields = n_names + int(labelled)
+    seen: dict[str, int] = {}
+    for number, raw_line in enumerate(body.split(b"\n"), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise error(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        if not line.strip(" \t"):
+            raise error(f"{where}: blank line inside the file (only trailing blank lines are allowed)")
+        control = next((c for c in line if ord(c) < 32 or ord(c) == 127), None)
+        if control == "\t":
+            raise error(f"{where}: tab character; fields must be separated by single spaces ({form})")
+        if control is not None:
+            raise error(f"{where}: control character {control!r} in the line")
+        fields = line.split(" ")
+        if "" in fields:
+            raise error(f"{where}: fields must be separated by single spaces, with no leading or trailing space")
+        if len(fields) != n_fields:
+            hint = ""
+            if n_names == 2 and len(fields) == 3 and not labelled:
+                hint = "; a third column is a label: is this a validation (labelled) trial file?"
+            elif n_names == 2 and len(fields) == 2 and labelled:
+                hint = "; labelled trial files need a 0/1 label: is this a test trial file?"
+            raise error(f"{where}: expected {n_fields} field(s) ({form}), found {len(fields)}{hint}")
+        if labelled and fields[-1] not in ("0", "1"):
+            raise error(f"{where}: label must be 0 or 1, got {fields[-1]!r}")
+        for name in fields[:n_names]:
+            problem = _name_problem(name)
+            if problem:
+                raise error(f"{where}: {problem}")
+        key = " ".join(fields[:n_names])
+        if key in seen:
+            raise error(f"{where}: duplicate entry {key!r}, first on line {seen[key]}")
+        seen[key] = number
+    raise error(f"{path}: rejected by the fast check but no bad line found (please report this)")
+
+
+def read_name_table(
+    path: str | Path,
+    n_names: int,
+    labelled: bool = False,
+    error: type[ValueError] = TrialFileError,
+    form: str = "a.jpg b.jpg",
+) -> tuple[list[str], np.ndarray]:
+    """Strictly parse a file of space-separated relative file names, optionally followed by a 0/1 label.
+
+    Accepts a UTF-8 BOM, CRLF line endings and trailing blank lines; refuses an empty file, interior blank
+    lines, wrong field counts or spacing, labels other than 0/1, absolute paths, backslashes, `..` components
+    and duplicated entries (the names of a line, without its label).
+
+    Args:
+        path: The file to read.
+        n_names: File-name fields per line (2 for trials, 1 for the order file).
+        labelled: Whether a 0/1 label field follows the names.
+        error: Exception class raised, with a `PATH:LINE: ...` message.
+        form: What a line should look like, for messages.
+
+    Returns:
+        The lines (without line endings) and an object array of their fields, shape (lines, fields).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    raw = raw.removeprefix(_BOM)
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    body = _drop_trailing_blank_lines(raw)
+    if not body:
+        raise error(f"{path}: empty file: expected lines of the form {form!r}")
+    parsed = _fast_parse(body, n_names, labelled)
+    if parsed is not None:
+        return parsed
+    _scan(path, body, n_names, labelled, error, form)
+    raise AssertionError("unreachable")  # _scan always raises
+
+
+def _fast_parse(body: bytes, n_names: int, labelled: bool) -> tuple[list[str], np.ndarray] | None:
+    """Whole-file vectorised parse; None when anything is wrong (then `_scan` finds the first bad line)."""
+    n_fields = n_names + int(labelled)
+    arr = np.frombuffer(body, dtype=np.uint8)
+    if (((arr < 0x20) & (arr != 0x0A)) | (arr == 0x7F)).any():
+        return None
+    newlines = np.flatnonzero(arr == 0x0A)
+    if len(newlines) and (newlines[0] == 0 or (np.diff(newlines) == 1).any()):
+        return None  # an empty interior line
+    spaces = np.flatnonzero(arr == 0x20)
+    n = len(newlines) + 1
+    if not (np.bincount(np.searchsorted(newlines, spaces), minlength=n) == n_fields - 1).all():
+        return None
+    if len(spaces):  # an empty field: a space at either end of a line or next to another space
+        if spaces[0] == 0 or spaces[-1] == len(arr) - 1:
+            return None
+        before, after = arr[spaces - 1], arr[spaces + 1]
+        if ((before == 0x0A) | (before == 0x20) | (after == 0x0A)).any():
+            return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\n")
+    fields = np.array(text.replace("\n", " ").split(" "), dtype=object).reshape(n, n_fields)
+    if labelled and not ((fields[:, -1] == "0") | (fields[:, -1] == "1")).all():
+        return None
+    names = fields[:, :n_names]
+    if _bad_names(names.ravel(), b"/" in body or b"\\" in body).any():
+        return None
+    key = _join(names) if labelled else np.asarray(lines, dtype=object)
+    if pd.Series(key, dtype=object).duplicated().any():
+        return None
+    return lines, fields
+
+
+def _join(names: np.ndarray) -> np.ndarray:
+    """Row-wise `" ".join` of an object array of names, without a Python loop over rows."""
+    out = names[:, 0].copy()
+    for j in range(1, names.shape[1]):
+        out = out + " " + names[:, j]
+    return out
+
+
+def read_trials(path: str | Path, labelled: bool) -> pd.DataFrame:
+    """Read a trial file strictly.
+
+    Args:
+        path: `a.jpg b.jpg` lines (test) or `a.jpg b.jpg 0|1` lines (validation).
+        labelled: Whether each line ends with a 0/1 label.
+
+    Returns:
+        Columns `a`, `b`, `trial` (the line verbatim, without its label) and, when labelled, `label` (int8);
+        row i is line i + 1. `attrs["source"]` holds the path, for later messages.
+
+    Raises:
+        TrialFileError: `PATH:LINE: what is wrong`, for the first bad line.
+    """
+    form = "a.jpg b.jpg 0|1" if labelled else "a.jpg b.jpg"
+    lines, fields = read_name_table(path, 2, labelled=labelled, error=TrialFileError, form=form)
+    trial = _join(fields[:, :2]) if labelled else np.asarray(lines, dtype=object)
+    frame = pd.DataFrame({"a": fields[:, 0], "b": fields[:, 1], "trial": trial})
+    if labelled:
+        frame["label"] = (fields[:, 2] == "1").astype(np.int8)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def check_trial_images(trials: pd.DataFrame, folder: str | Path) -> None:
+    """Check that every file a trial names exists in `folder` (one directory listing, not a stat per trial).
+
+    Raises:
+        TrialFileError: naming the first trial line with a missing file and how many files are missing.
+    """
+    folder = Path(folder)
+    try:
+        present = set(os.listdir(folder))
+    except FileNotFoundError:
+        raise TrialFileError(f"{folder}: image folder not found") from None
+    a_missing = ~trials["a"].isin(present).to_numpy(dtype=bool)
+    b_missing = ~trials["b"].isin(present).to_numpy(dtype=bool)
+    bad = a_missing | b_missing
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    name = trials["a"].iloc[row] if a_missing[row] else trials["b"].iloc[row]
+    missing = set(trials["a"].to_numpy()[a_missing]) | set(trials["b"].to_numpy()[b_missing])
+    source = trials.attrs.get("source", "trials")
+    raise TrialFileError(
+        f"{source}:{int(trials.index[row]) + 1}: {name!r} is not in {folder} "
+        f"({len(missing)} referenced file(s) missing, used by {int(bad.sum())} trial(s))"
+    )
+
+
+def normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    x = np.asarray(x)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, eps).astype(x.dtype, copy=False)
+
+
+def trial_scores(
+    embeddings: np.ndarray,
+    ids: Sequence[str],
+    trials: pd.DataFrame,
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Score every trial from per-image embeddings, in chunks, without a Python loop per trial.
+
+    Args:
+        embeddings: (N, d) array; row i belongs to the image file named `ids[i]`.
+        ids: Image file names, as the trial file names them.
+        trials: A frame with columns `a` and `b` (from `read_trials`).
+        metric: "cosine" (rows are L2-normalised here too) or "euclidean" (negative L2 distance, so higher
+            still means more similar).
+        chunk: Trials gathered per step; the gathered (chunk, d) blocks stay cache-sized (4096 x 512 floats ran
+            twice as fast as 65536 on 900,000 trials here).
+
+    Returns:
+        float32 scores, one per trial row.
+    """
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (images, dims), got shape {emb.shape}")
+    if emb.shape[0] != len(ids):
+        raise ValueError(f"{emb.shape[0]} embedding rows but {len(ids)} ids")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"unknown metric {metric!r}: use 'cosine' or 'euclidean'")
+    if not np.isfinite(emb).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    index = pd.Index(np.asarray(ids, dtype=object))
+    if not index.is_unique:
+        raise ValueError(f"ids are not unique, e.g. {index[index.duplicated()][0]!r}")
+    ia = index.get_indexer(trials["a"].to_numpy(dtype=object))
+    ib = index.get_indexer(trials["b"].to_numpy(dtype=object))
+    unknown = (ia < 0) | (ib < 0)
+    if unknown.any():
+        r = int(np.flatnonzero(unknown)[0])
+        name = trials["a"].iloc[r] if ia[r] < 0 else trials["b"].iloc[r]
+        source = trials.attrs.get("source", "trials")
+        raise ValueError(
+            f"{source}:{int(trials.index[r]) + 1}: no embedding for {name!r} "
+            f"({int(unknown.sum())} trial(s) name images without embeddings)"
+        )
+    emb = emb.astype(np.float32, copy=False)
+    if metric == "cosine":
+        emb = normalise(emb)
+    out = np.empty(len(ia), dtype=np.float32)
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    for start in range(0, len(ia), chunk):
+        ea = emb[ia[start : start + chunk]]
+        eb = emb[ib[start : start + chunk]]
+        if metric == "cosine":
+            out[start : start + chunk] = np.einsum("ij,ij->i", ea, eb)
+        else:
+            diff = ea - eb
+            out[start : start + chunk] = -np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out

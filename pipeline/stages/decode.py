@@ -1,0 +1,25 @@
+"""Stage `decode`: decode every indexed image once into uint8 arrays at `data.image_size` (memory-mapped later)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.data import SPLITS, decode_manifest, read_manifest
+from pipeline.stages.common import params_from, parser, run, stage
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--root", type=Path, required=True, help="competition root")
+    ap.add_argument("--index", type=Path, required=True, help="manifest folder")
+    ap.add_argument("--out", type=Path, required=True, help="folder for <split>.npy arrays")
+    args = ap.parse_args(argv)
+    p = params_from(args)
+    for split in SPLITS:
+        manifest = read_manifest(args.index, split)
+        decode_manifest(args.root, manifest, p.data.image_size, p.data.center_crop, args.out / f"{split}.npy")
+
+
+if __name__ == "__main__":
+    run(main)

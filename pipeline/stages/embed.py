@@ -1,0 +1,49 @@
+"""Stage `embed@fold`: flip-TTA embeddings of the verification images and class probabilities of the
+classification images, saved with their ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import load_array, read_manifest
+from pipeline.engine import amp_dtype, infer, load_model, resolve_device
+from pipeline.io import atomic_path
+from pipeline.stages.common import log, params_from, parser, run, stage
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--model", type=Path, required=True, help="model.pt of one fold")
+    ap.add_argument("--index", type=Path, required=True, help="manifest folder")
+    ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder")
+    ap.add_argument("--out", type=Path, required=True, help=".npz to write")
+    args = ap.parse_args(argv)
+    p = params_from(args)
+    device = resolve_device(p.train.device)
+    model, classes = load_model(args.model, device)
+    kw = dict(
+        device=device,
+        batch_size=p.embed.batch_size,
+        flip_tta=p.embed.flip_tta,
+        dtype=amp_dtype(device, p.embed.amp, p.train.amp_dtype),
+        channels_last=p.train.channels_last,
+    )
+    out: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
+    for split in ("val_verification", "test_verification"):
+        emb, _ = infer(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        out[f"{split}_names"] = read_manifest(args.index, split)["name"].to_numpy(dtype=str)
+        out[f"{split}_embeddings"] = emb
+    for split, id_column in (("val_classification", "path"), ("test_classification", "id")):
+        _, probs = infer(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
+        out[f"{split}_probs"] = probs.astype(np.float32)
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **out)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,70 @@
+"""Stage `ensemble`: per-fold and ensemble metrics, the pixel baseline, ROC plots, and both submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import metrics, plots
+from pipeline.data import load_array, read_manifest
+from pipeline.ensemble import FoldOutputs, evaluate, pixel_baseline_auc, test_predictions
+from pipeline.io import atomic_path, write_json
+from pipeline.stages.common import log, params_from, parser, run, stage
+from pipeline.submission import write_classification, write_verification
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--embeddings", type=Path, required=True, help="folder of fold<k>.npz")
+    ap.add_argument("--index", type=Path, required=True, help="manifest folder")
+    ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder (pixel baseline)")
+    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    ap.add_argument("--roc", type=Path, required=True, help="ROC points CSV (dvc plots)")
+    ap.add_argument("--plot", type=Path, required=True, help="ROC + histogram PNG")
+    ap.add_argument("--submissions", type=Path, required=True, help="folder for the two CSVs")
+    args = ap.parse_args(argv)
+    p = params_from(args)
+    folds = [FoldOutputs.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
+    classes = folds[0].data["classes"].tolist()
+    class_of = {name: i for i, name in enumerate(classes)}
+    val_trials = read_manifest(args.index, "val_trials")
+    val_cls = read_manifest(args.index, "val_classification")
+    results, scores = evaluate(folds, val_trials, val_cls["identity"].map(class_of).to_numpy(), p.score)
+    ver_names = read_manifest(args.index, "val_verification")["name"].tolist()
+    baseline = pixel_baseline_auc(load_array(args.decoded / "val_verification.npy"), ver_names, val_trials)
+    fold_aucs = [results[f.name]["val_auc"] for f in folds]
+    summary = {
+        **results["ensemble"],
+        "pixel_baseline_auc": baseline,
+        "fold_mean_auc": sum(fold_aucs) / len(fold_aucs),
+        "folds": {f.name: results[f.name] for f in folds},
+    }
+    write_json(args.metrics, summary)
+
+    labels = val_trials["label"].to_numpy()
+    curves, rows = {}, []
+    for name, s in scores.items():
+        table = metrics.roc_table(labels, s)
+        curves[name] = (table["fpr"].to_numpy(), table["tpr"].to_numpy())
+        rows.append(table.assign(model=name))
+    with atomic_path(args.roc) as tmp:
+        pd.concat(rows, ignore_index=True)[["model", "fpr", "tpr", "threshold"]].to_csv(tmp, index=False)
+    title = f"ensemble AUC {summary['val_auc']:.4f}, pixel baseline {baseline:.4f}"
+    plots.roc_and_histogram(curves, labels, scores["ensemble"], title, args.plot)
+
+    test_trials = read_manifest(args.index, "test_trials")
+    ids, predicted, test_scores = test_predictions(folds, test_trials, p.score)
+    write_classification(args.submissions / "classification.csv", ids, predicted, p.submission.classification_header,
+                         identities=set(classes))
+    write_verification(args.submissions / "verification.csv", test_trials, test_scores, p.submission.verification_header)
+    log.info(
+        "validation: AUC %.4f (folds %s, pixel baseline %.4f), EER %.4f, accuracy %s",
+        summary["val_auc"], ", ".join(f"{a:.4f}" for a in fold_aucs), baseline, summary["val_eer"],
+        f"{summary.get('val_accuracy', float('nan')):.4f}",
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,28 @@
+"""Stage `folds`: stratified K-fold assignment of the training images -> folds/folds.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.data import read_manifest
+from pipeline.folds import assign_folds
+from pipeline.io import atomic_path
+from pipeline.stages.common import log, params_from, parser, run, stage
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--index", type=Path, required=True, help="manifest folder")
+    ap.add_argument("--out", type=Path, required=True, help="folds CSV to write")
+    args = ap.parse_args(argv)
+    p = params_from(args)
+    train = read_manifest(args.index, "train")
+    folds = assign_folds(train, p.folds.k, p.seed)
+    with atomic_path(args.out) as tmp:
+        folds.to_csv(tmp, index=False)
+    log.info("%d images in %d folds: %s", len(folds), p.folds.k, folds["fold"].value_counts().sort_index().tolist())
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,97 @@
+"""Stage `train@fold`: train one model on every fold but `--fold`; checkpoint each epoch and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import augment
+from pipeline.data import load_array, read_manifest
+from pipeline.engine import EvalSets, save_model, train
+from pipeline.io import sha256_file
+from pipeline.params import Params
+from pipeline.stages.common import log, params_from, parser, run, stage
+
+# Params that do not change the trained weights, so a checkpoint written under other values still resumes.
+NON_RESULT_KEYS = ("num_workers", "eval_every", "verification_eval", "device")
+
+
+def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
+    """What the weights depend on: the relevant params, the input files and the pipeline code in use.
+
+    A checkpoint resumes only when this matches, so an edited engine or loss never continues stale weights.
+    """
+    train = {k: v for k, v in p.train.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
+    data = {"image_size": p.data.image_size, "center_crop": p.data.center_crop}
+    spec = {"seed": p.seed, "fold": fold, "model": p.model.model_dump(mode="json"), "train": train, "data": data}
+    code = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("pipeline") and m.__file__)
+    spec["files"] = [sha256_file(f) for f in inputs]
+    spec["code"] = [sha256_file(f) for f in code]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--index", type=Path, required=True, help="manifest folder")
+    ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder")
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV")
+    ap.add_argument("--transform", type=Path, required=True, help="serialised augmentation")
+    ap.add_argument("--out", type=Path, required=True, help="model folder (checkpoint.pt, model.pt)")
+    ap.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    args = ap.parse_args(argv)
+    p = params_from(args)
+    if args.fold not in p.folds.train:
+        raise ValueError(f"--fold {args.fold} is not in folds.train {p.folds.train}")
+
+    classes = read_manifest(args.index, "classes")["identity"].tolist()
+    class_of = {name: i for i, name in enumerate(classes)}
+    train_manifest = read_manifest(args.index, "train")
+    folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
+    if not folds["path"].equals(train_manifest["path"]):
+        raise ValueError(f"{args.folds} does not match {args.index / 'train.csv'}: rerun the folds stage")
+    fold_of = folds["fold"].astype(int).to_numpy()
+    labels = train_manifest["identity"].map(class_of).to_numpy()
+    train_images = load_array(args.decoded / "train.npy")
+    rows = np.flatnonzero(fold_of != args.fold)
+    held = np.flatnonzero(fold_of == args.fold)
+    val_manifest = read_manifest(args.index, "val_classification")
+    ver_manifest = read_manifest(args.index, "val_verification")
+    eval_sets = EvalSets(
+        val_images=load_array(args.decoded / "val_classification.npy"),
+        val_labels=val_manifest["identity"].map(class_of).to_numpy(),
+        fold_images=train_images[held],
+        fold_labels=labels[held],
+        ver_images=load_array(args.decoded / "val_verification.npy"),
+        ver_names=ver_manifest["name"].tolist(),
+        trials=read_manifest(args.index, "val_trials"),
+    )
+    seed = p.seed * 1000 + args.fold
+    fp = fingerprint(p, args.fold, [args.index / "train.csv", args.folds, args.transform])
+    log.info("fold %d: %d training images, %d held out, %d classes", args.fold, len(rows), len(held), len(classes))
+
+    from dvclive import Live
+
+    with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log_metrics(row: dict[str, float]) -> None:
+            for key, value in row.items():
+                if key != "epoch":
+                    live.log_metric(key, value)
+            live.next_step()
+
+        model = train(
+            p, train_images, rows, labels[rows], len(classes), augment.load(args.transform), eval_sets, args.out, seed,
+            fp, log_metrics,
+        )
+    save_model(model, p, classes, args.out / "model.pt")
+
+
+if __name__ == "__main__":
+    run(main)
