@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.io import check_free_space
 from pipeline.params import LayoutParams
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,7 @@ def _guard(archive: Path, name: str, out: Path, dest: Path) -> None:
 
 
 def _check_space(archive: Path, dest: Path, needed: int) -> None:
-    probe = dest if dest.exists() else dest.parent
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if needed > free:
-        raise ArchiveError(
-            f"{archive}: extracting needs {needed / 1e9:.2f} GB but {probe} has only {free / 1e9:.2f} GB free"
-        )
+    check_free_space(dest, needed, f"extracting {archive}")
 
 
 def _refuse(archive: Path, problems: list[tuple[str, str]]) -> None:

@@ -22,21 +22,21 @@ SPLITS = ("train", "val_classification", "test_classification", "val_verificatio
 PLACEHOLDER = 128  # grey, for test images skipped as unreadable (data.on_bad_image: skip)
 
 
-def decode_manifest(root: Path, manifest: pd.DataFrame, size: int, center_crop: float, out: Path) -> None:
-    """Decode every image of a manifest (column ``path``, relative to root) into ``out`` (.npy, uint8 NHWC)."""
+def decode_manifest(root: Path, manifest: pd.DataFrame, size: int, out: Path) -> None:
+    """Decode every image of a manifest (column ``path``, relative to root), resized to size x size (non-square
+    images are centre-cropped to a square first), into ``out`` (.npy, uint8 NHWC)."""
     paths = manifest["path"].tolist()
     with atomic_path(out) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
 
         def work(i: int) -> None:
             try:
-                arr[i] = images.fit(images.read_image(root / paths[i]), size, center_crop)
+                arr[i] = images.fit(images.read_image(root / paths[i]), size)
             except (images.BadImage, OSError):
                 arr[i] = PLACEHOLDER  # index already reported it; only on_bad_image: skip gets here
 
         images.parallel_map(work, range(len(paths)), desc=f"decoding {out.stem}")
-        arr.flush()
-        del arr
+        arr.flush()  # the memmap must reach the temporary file before it is renamed into place
 
 
 def read_manifest(index: Path, name: str) -> pd.DataFrame:

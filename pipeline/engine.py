@@ -139,8 +139,13 @@ def infer(
 def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params) -> dict[str, float]:
     dtype = amp_dtype(device, cfg.embed.amp, cfg.train.amp_dtype)
     out: dict[str, float] = {}
-    kw = dict(device=device, batch_size=cfg.embed.batch_size, flip_tta=cfg.embed.flip_tta, dtype=dtype,
-              channels_last=cfg.train.channels_last)
+    kw = dict(
+        device=device,
+        batch_size=cfg.embed.batch_size,
+        flip_tta=cfg.embed.flip_tta,
+        dtype=dtype,
+        channels_last=cfg.train.channels_last,
+    )
     if sets.val_images is not None and len(sets.val_images):
         _, p = infer(model, sets.val_images, **kw)
         out["val_accuracy"] = metrics.accuracy(sets.val_labels, p.argmax(1))
@@ -271,7 +276,9 @@ def train(
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
             row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
-        log.info("epoch %d/%d %s", epoch + 1, tp.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        log.info(
+            "epoch %d/%d %s", epoch + 1, tp.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+        )
         history.append(row)
         with atomic_path(ckpt_path) as tmp:
             torch.save(

@@ -24,7 +24,9 @@ def assign_folds(train: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     if len(few):
         log.warning(
             "%d identities have fewer than folds.k=%d images (e.g. %s): some folds hold none of their images",
-            len(few), k, list(few.index[:3]),
+            len(few),
+            k,
+            list(few.index[:3]),
         )
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     fold = pd.Series(-1, index=train.index, dtype="int64")

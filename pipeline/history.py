@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -111,13 +112,14 @@ def read_history(path: str | Path = HISTORY) -> list[dict[str, str]]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the history file's folder (no lock file left behind) while rewriting it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def append_row(row: Mapping[str, object], path: str | Path = HISTORY) -> None:

@@ -109,7 +109,8 @@ def scan(root: Path, layout: LayoutParams, data: DataParams, submission: Submiss
         if missing:
             line, name = missing[0]
             problems.append(
-                f"{root / layout.test_order}:{line}: {name!r} is not in {test_folder} ({len(missing)} listed files missing)"
+                f"{root / layout.test_order}:{line}: {name!r} is not in {test_folder} "
+                f"({len(missing)} listed files missing)"
             )
         frames["test_classification"] = pd.DataFrame(
             {
@@ -155,7 +156,7 @@ def check_images(root: Path, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         return None
 
     errors = images.parallel_map(check, paths, desc="checking images")
-    return pd.DataFrame([(p, e) for p, e in zip(paths, errors) if e], columns=["path", "error"])
+    return pd.DataFrame([(p, e) for p, e in zip(paths, errors, strict=True) if e], columns=["path", "error"])
 
 
 def build_index(

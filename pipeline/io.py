@@ -67,3 +67,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class DiskSpaceError(OSError):
+    """Not enough free disk space for an output; raised before anything is written."""
+
+
+def check_free_space(target: str | Path, needed: int, what: str) -> None:
+    """Fail early, with the figure needed, when the file system holding `target` has less than `needed` bytes free."""
+    probe = Path(target).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise DiskSpaceError(
+            f"{what} needs {needed / 1e9:.2f} GB at {target}, but only {free / 1e9:.2f} GB are free there"
+        )

@@ -243,6 +243,7 @@ class KaggleClient:
     def _errors(self, what: str, slug: str | None) -> Iterator[None]:
         """Capture what the library prints and turn its exceptions into one KaggleError line."""
         import requests
+        import urllib3
 
         out = io.StringIO()
         try:
@@ -253,10 +254,11 @@ class KaggleClient:
         except requests.HTTPError as err:
             code = err.response.status_code if err.response is not None else None
             raise KaggleError(_http_message(code, what, slug, self.credentials, self._redact(str(err)))) from None
-        except (requests.ConnectionError, requests.Timeout) as err:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+            # Connection refused, DNS, timeouts, and transfers cut short (after the library's own retries).
             raise KaggleError(
                 f"network failure while trying to {what}: cannot reach {endpoint_description(self._env)} "
-                f"({type(err).__name__}); check the connection and retry"
+                f"({type(err).__name__}); check the connection and retry (a partial download resumes)"
             ) from None
         except (OSError, ValueError, RuntimeError) as err:
             # ValueError: the library's own checks (e.g. a download shorter than its Content-Length).
@@ -266,18 +268,44 @@ class KaggleClient:
                 if line.strip():
                     log.debug("kaggle: %s", self._redact(line))
 
-    def list_files(self, slug: str) -> list[RemoteFile]:
-        """The competition's data files with their sizes, all pages."""
+    def _list(self, slug: str, max_pages: int, page_size: int = PAGE_SIZE) -> tuple[list[RemoteFile], bool]:
         files: list[RemoteFile] = []
         token: str | None = None
         with self._errors("list the data files", slug):
-            for _ in range(MAX_PAGES):
-                resp = self._api.competition_list_files(slug, page_token=token, page_size=PAGE_SIZE)
+            for _ in range(max_pages):
+                resp = self._api.competition_list_files(slug, page_token=token, page_size=page_size)
                 files += [RemoteFile(f.name or f.ref, int(f.total_bytes or 0)) for f in resp.files]
                 token = resp.next_page_token
                 if not token:
-                    break
-        return files
+                    return files, True
+        return files, False
+
+    def list_files(self, slug: str) -> list[RemoteFile]:
+        """The competition's data files with their sizes, all pages."""
+        return self._list(slug, MAX_PAGES)[0]
+
+    def archive_size(self, slug: str) -> int | None:
+        """Size of the archive the competition's download serves (its Content-Length), without fetching it."""
+        from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFilesRequest
+
+        with self._errors("look up the download size", slug), self._api.build_kaggle_client() as kc:
+            request = ApiDownloadDataFilesRequest()
+            request.competition_name = slug
+            response = kc.competitions.competition_api_client.download_data_files(request)  # streamed: body unread
+            try:
+                return int(response.headers.get("Content-Length") or 0) or None
+            finally:
+                response.close()
+
+    def total_bytes(self, slug: str, max_pages: int = 25, page_size: int = PAGE_SIZE) -> int:
+        """Bytes the competition's files take: their listed sizes, or, when the listing runs past `max_pages`
+        (the real HW2P2 lists hundreds of thousands of images), the size of the download archive."""
+        files, complete = self._list(slug, max_pages, page_size)
+        listed = sum(f.size for f in files)
+        log.info("%s: %d%s files, %.1f MB listed", slug, len(files), "" if complete else "+", listed / 1e6)
+        if complete:
+            return listed
+        return max(listed, self.archive_size(slug) or 0)
 
     def download(self, slug: str, folder: Path) -> Path:
         """Download the competition's files as one archive into `folder` (resuming a partial one); its path."""

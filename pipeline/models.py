@@ -11,7 +11,9 @@ import logging
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.mobilenetv3 import MobileNetV3
 from timm.models.resnet import ResNet
+from timm.models.vgg import VGG
 from torch import nn
 
 from pipeline.params import TV_PREFIX, ModelParams
@@ -29,57 +31,128 @@ def _timm_backbone(p: ModelParams) -> nn.Module:
             raise ValueError(f"model.width={p.width} is supported for timm ResNet-family models only, not {p.name!r}")
         kwargs["channels"] = tuple(max(8, int(round(c * p.width))) for c in RESNET_CHANNELS)
     model = timm.create_model(p.name, pretrained=p.pretrained, **kwargs)
+    # FaceNet pools forward_features() itself; layers past it would be dead weights in the optimizer and EMA.
+    if isinstance(model, VGG):
+        model.pre_logits = nn.Identity()  # fc6/fc7 as 7x7 and 1x1 convs: ~100M weights at width 1
+    elif isinstance(model, MobileNetV3):
+        model.conv_head = nn.Identity()  # 1x1 conv applied after timm's own pooling
     _shrink_stem(model, p.stem_stride)
     return model
 
 
-def _tv_backbone(p: ModelParams) -> nn.Module:
-    import torchvision
+class TorchvisionTrunk(nn.Module):
+    """The convolutional trunk of a torchvision classifier, with timm's `forward_features` / `num_features`.
 
-    name = p.name.removeprefix(TV_PREFIX)
+    Submodules keep torchvision's names (`conv1`, `stage2`, `features`, ...), so torchvision weight files load.
+    """
+
+    LAYERS = {
+        "shufflenet": ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"),
+        "alexnet": ("features",),
+        "squeezenet": ("features",),
+    }
+
+    def __init__(self, name: str):
+        super().__init__()
+        import torchvision
+
+        family = next((f for f in self.LAYERS if name.startswith(f)), None)
+        if family is None:
+            raise ValueError(f"model.name: no torchvision trunk for {name!r} (families: {', '.join(self.LAYERS)})")
+        net = torchvision.models.get_model(name, weights=None)
+        self.layers = self.LAYERS[family]
+        for layer in self.layers:
+            self.add_module(layer, getattr(net, layer))
+        if family == "shufflenet":
+            self.num_features = net.conv5[0].out_channels
+        elif family == "alexnet":
+            # The last max-pool sits right before FaceNet's global pool anyway; without it a 32 px input with the
+            # stock stem still leaves a 1x1 map instead of an empty one.
+            self.features[-1] = nn.Identity()
+            self.num_features = 256
+        else:
+            self.num_features = 512
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = getattr(self, layer)(x)
+        return x
+
+    forward = forward_features
+
+
+def _tv_backbone(p: ModelParams) -> nn.Module:
     if p.pretrained:
         raise ValueError("model.pretrained hub weights are only wired for timm models; use model.pretrained_path")
-    net = torchvision.models.get_model(name, weights=None)
-    if name.startswith("shufflenet"):
-        net.fc = nn.Identity()
-        net.num_features = net.conv5[0].out_channels
-    elif name == "alexnet":
-        # AlexNet's 11x11 stride-4 stem and three pools are built for 224 px; the adaptive pool keeps it runnable.
-        net.avgpool = nn.AdaptiveAvgPool2d(1)
-        net.classifier = nn.Identity()
-        net.num_features = 256
-    elif name.startswith("squeezenet"):
-        net.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        net.num_features = 512
+    if p.width != 1.0:
+        raise ValueError(f"model.width={p.width} is supported for timm ResNet-family models only, not {p.name!r}")
+    net = TorchvisionTrunk(p.name.removeprefix(TV_PREFIX))
     _shrink_stem(net, p.stem_stride)
     return net
 
 
-def _shrink_stem(model: nn.Module, stem_stride: int) -> None:
-    """Drop the stem max-pool (stride 2) and also make the first convolution stride 1 (stride 1).
+def _stride(module: nn.Module) -> int:
+    """The largest stride of a convolution or pooling layer, 1 for anything else."""
+    if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+        stride = module.stride
+        return max(stride) if isinstance(stride, tuple) else int(stride)
+    return 1
 
-    timm's stock stems divide the side by 4 before the first stage (32 px -> 8 px -> 1 px at the last stage),
-    which throws away most of a small face.
+
+def _shrink_stem(model: nn.Module, stem_stride: int) -> None:
+    """Make the stem's first two downsampling steps reduce the input by `stem_stride` instead of 4.
+
+    The steps are the first two strided convolutions or pools in module order: ResNet, DenseNet and ShuffleNet's
+    stride-2 conv and max-pool, MobileNet's stem conv and first strided depthwise conv, VGG's first two max-pools,
+    AlexNet's stride-4 conv and first max-pool. 2 undoes the second step (and makes a stride-4 first step
+    stride 2), 1 undoes both: a pool becomes an identity, a convolution stride 1. Stock stems divide the side by
+    4 before the first stage, which leaves a 32 px face 1x1 at the last one.
     """
     if stem_stride == 4:
         return
-    convs_seen = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Conv2d):
-            convs_seen += 1
-            if convs_seen == 1 and stem_stride == 1:
-                module.stride = (1, 1)
-            elif convs_seen > 3:
+    steps = []
+    for name, module in model.named_modules():
+        if _stride(module) > 1:
+            steps.append((name, module))
+            if len(steps) == 2:
                 break
-        elif isinstance(module, nn.MaxPool2d) and convs_seen >= 1:
+    if len(steps) < 2:
+        raise ValueError(f"model.stem_stride={stem_stride}: {type(model).__name__} has no two-step strided stem")
+    undo = steps if stem_stride == 1 else steps[1:]
+    for name, module in undo:
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
+        else:
             parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, nn.Identity())
-            break
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+    first = steps[0][1]
+    if stem_stride == 2 and isinstance(first, nn.Conv2d) and _stride(first) > 2:
+        first.stride = (2, 2)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic et al., TPAMI 2018): (mean x^p)^(1/p) with a learnt p.
+
+    p = 1 is average pooling and large p approaches max pooling. Written here: timm has no GeM layer.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # fp32 with autocast off: x^3 of post-ReLU activations overflows fp16.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float().clamp(min=self.eps).pow(self.p)
+            return F.adaptive_avg_pool2d(x, 1).pow(1.0 / self.p)
 
 
 class FaceNet(nn.Module):
-    """Backbone -> dropout -> linear -> BatchNorm neck: the embedding (L2-normalise it for scoring)."""
+    """Backbone features -> global pool (avg or GeM) -> dropout -> linear -> BatchNorm neck: the embedding.
+
+    L2-normalise the embedding for scoring.
+    """
 
     def __init__(self, p: ModelParams):
         super().__init__()
@@ -89,7 +162,8 @@ class FaceNet(nn.Module):
         std = cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
-        features = int(getattr(self.backbone, "num_features"))
+        features = int(self.backbone.num_features)
+        self.pool = GeM() if p.pool == "gem" else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p.drop_rate)
         self.neck = nn.Linear(features, p.embedding_dim, bias=False)
         self.neck_bn = nn.BatchNorm1d(p.embedding_dim)
@@ -99,7 +173,7 @@ class FaceNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.mean) / self.std
-        x = self.backbone(x)
+        x = self.pool(self.backbone.forward_features(x)).flatten(1)
         return self.neck_bn(self.neck(self.dropout(x)))
 
 

@@ -7,6 +7,7 @@ valid name. Defaults here mirror `params.yaml`; each carries a comment giving it
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +37,6 @@ class DataParams(Section):
     image_size: Annotated[int, Field(ge=16, le=512)] = 32  # model input side, px; images are resized to it
     train_subsets: list[str] = ["medium"]  # folders under layout.train_dir used for training
     on_bad_image: Literal["fail", "skip"] = "fail"  # unreadable images: stop with the list, or skip and report
-    # imagefolder only: fraction of the image side kept around the centre before resizing (LFW: ~0.5)
-    center_crop: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataParams:
@@ -86,6 +85,8 @@ class ImagefolderParams(Section):
     val_images: NonNegInt = 2  # per classification identity
     test_images: NonNegInt = 2  # per classification identity
     max_same_pairs: PosInt = 20  # cap of same-identity trials per verification identity
+    image_size: Annotated[int, Field(ge=0, le=1024)] = 64  # side of the written crops, px; 0 keeps the source size
+    center_crop: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # fraction of the short side kept (LFW 250 px: 0.48)
     seed: NonNegInt = 11785  # split seed, separate from the training seed
 
 
@@ -135,14 +136,47 @@ class AugmentParams(Section):
 
 class ModelParams(Section):
     name: str = "resnet18"  # timm model name
-    # Input side / side entering the first stage. 4 is timm's stock stem (stride-2 conv + max-pool), which leaves
-    # a 32 px face 1x1 at the last stage; 2 drops the max-pool, 1 also makes the first conv stride 1.
+    # Reduction of the stem's first two downsampling steps (ResNet: stride-2 conv + max-pool; MobileNet: stem conv +
+    # first strided block; VGG: first two pools). 4 is the stock stem, which leaves a 32 px face 1x1 at the last
+    # stage; 2 undoes the second step, 1 both.
     stem_stride: Literal[1, 2, 4] = 2
+    pool: Literal["avg", "gem"] = "avg"  # global pooling of the last feature map: average or GeM (learnable p)
     width: Annotated[float, Field(gt=0.0, le=4.0)] = 0.5  # channel multiplier where the backbone supports it
     embedding_dim: Annotated[int, Field(ge=8, le=8192)] = 256  # L2-normalised embedding size
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # dropout before the embedding neck
     pretrained: bool = False  # the course bans pretrained weights; true loads timm's hub weights
     pretrained_path: str | None = None  # local weights file, loaded non-strictly into the backbone
+
+
+class LossParams(Section):
+    """Classification head, auxiliary losses and batch sampling (pipeline/losses.py; docs/LOSSES.md)."""
+
+    # linear: plain softmax. normface: scaled cosine. sphereface / cosface / arcface / subcenter_arcface: margin heads.
+    head: Literal["linear", "normface", "sphereface", "cosface", "arcface", "subcenter_arcface"] = "linear"
+    scale: PosFloat = 30.0  # logit scale s on cosines (normface and margin heads); A-Softmax also multiplies by ||x||
+    margin_rad: Annotated[float, Field(ge=0.0, lt=math.pi / 2)] = 0.5  # ArcFace additive angular margin, radians
+    margin_cos: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # CosFace additive cosine margin (unitless)
+    sphereface_m: Annotated[int, Field(ge=1, le=8)] = 4  # SphereFace multiplicative angular margin m (integer)
+    subcenters: Annotated[int, Field(ge=1, le=16)] = 3  # sub-centre ArcFace: centres per class (K)
+    center_weight: NonNegFloat = 0.0  # centre loss weight lambda (Wen et al. 2016); 0 disables it
+    center_lr: PosFloat = 0.01  # learning rate of the class centres under train.optimizer
+    metric: Literal["none", "contrastive", "triplet"] = "none"  # pair/triplet loss on the embeddings, added to CE
+    metric_weight: NonNegFloat = 1.0  # weight of the metric loss
+    miner: Literal["none", "batch_hard", "semi_hard"] = "none"  # which pairs/triplets the metric loss sees
+    pos_margin: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0  # contrastive: positives pulled within, L2 on unit sphere
+    neg_margin: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0  # contrastive: negatives pushed beyond, L2 on unit sphere
+    triplet_margin: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2  # triplet loss and semi-hard miner margin, L2
+    m_per_class: NonNegInt = 0  # sampler: batches of m images per identity (train.batch_size % m == 0); 0 = off
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LossParams:
+        if self.miner != "none" and self.metric == "none":
+            raise ValueError(f"loss.miner={self.miner!r} needs a metric loss (loss.metric: contrastive or triplet)")
+        if self.neg_margin <= self.pos_margin:
+            raise ValueError(f"loss.neg_margin ({self.neg_margin}) must be above loss.pos_margin ({self.pos_margin})")
+        if self.m_per_class == 1:
+            raise ValueError("loss.m_per_class=1 gives batches without positive pairs; use 0 (off) or >= 2")
+        return self
 
 
 class TrainParams(Section):
@@ -202,6 +236,7 @@ class Params(Section):
     folds: FoldsParams = FoldsParams()
     augment: AugmentParams = AugmentParams()
     model: ModelParams = ModelParams()
+    loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
     embed: EmbedParams = EmbedParams()
     score: ScoreParams = ScoreParams()

@@ -9,8 +9,9 @@ import numpy as np
 from pipeline.io import atomic_path
 
 
-def roc_and_histogram(curves: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, scores: np.ndarray,
-                      title: str, path: Path) -> None:
+def roc_and_histogram(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, scores: np.ndarray, title: str, path: Path
+) -> None:
     """Left: ROC curves (fpr, tpr) per model; right: same/different score histograms of the ensemble."""
     import matplotlib
 

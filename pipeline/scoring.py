@@ -263,6 +263,8 @@ def trial_scores(
         raise ValueError(f"{emb.shape[0]} embedding rows but {len(ids)} ids")
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric {metric!r}: use 'cosine' or 'euclidean'")
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
     if not np.isfinite(emb).all():
         raise ValueError("embeddings contain NaN or infinite values")
     index = pd.Index(np.asarray(ids, dtype=object))
@@ -283,8 +285,6 @@ def trial_scores(
     if metric == "cosine":
         emb = normalise(emb)
     out = np.empty(len(ia), dtype=np.float32)
-    if chunk < 1:
-        raise ValueError(f"chunk must be positive, got {chunk}")
     for start in range(0, len(ia), chunk):
         ea = emb[ia[start : start + chunk]]
         eb = emb[ib[start : start + chunk]]

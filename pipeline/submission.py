@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,7 +89,7 @@ def _check_rows(
     n = len(ids)
     ids_s = pd.Series(ids, dtype=object)
     values_s = pd.Series(values, dtype=object)
-    problems: list[tuple[np.ndarray, Any]] = []  # (mask, row -> message), in priority order within a row
+    problems: list[tuple[np.ndarray, Callable[[int], str]]] = []  # (mask, message for a row), by priority
     empty_id = (ids_s == "").to_numpy(dtype=bool)
     empty_value = (values_s == "").to_numpy(dtype=bool)
     problems.append((empty_id & empty_value, lambda r: "blank line (or a row with both fields empty)"))
@@ -154,8 +154,13 @@ def _check_rows(
         raise SubmissionError(f"{path}: no data rows after the header")
 
 
-def _read_csv(path: str | Path, header: Header) -> pd.DataFrame:
-    """A two-column CSV as strings with its exact header; rows are lines 2.. (trailing blank lines dropped)."""
+def _read_csv(path: str | Path, header: Header) -> tuple[pd.DataFrame, str | None]:
+    """A two-column CSV as strings after its exact header; row i is line i + 2 (trailing blank lines dropped).
+
+    Returns:
+        The rows, and the message for a line with a wrong field count (the rows then stop above it, so that
+        an earlier problem can still be reported first), or None.
+    """
     path = Path(path)
     expected = ",".join(header)
     with open(path, "rb") as f:
@@ -173,6 +178,7 @@ def _read_csv(path: str | Path, header: Header) -> pd.DataFrame:
         "na_filter": False,
         "skip_blank_lines": False,
     }
+    field_error = None
     try:
         frame = pd.read_csv(path, encoding="utf-8-sig", **options)
     except UnicodeDecodeError as err:
@@ -182,22 +188,14 @@ def _read_csv(path: str | Path, header: Header) -> pd.DataFrame:
         if not found:
             raise SubmissionError(f"{path}: not a readable CSV file: {err}") from None
         line = int(found.group(2))
-        # Rows above the bad line may hold an earlier problem: hand them back for checking, with this one.
         frame = pd.read_csv(path, encoding="utf-8-sig", nrows=line - 1, **options)
-        frame.attrs["field_error"] = f"{path}:{line}: expected 2 fields, found {found.group(3)}"
+        field_error = f"{path}:{line}: expected 2 fields, found {found.group(3)}"
     if frame.shape[1] != 2:
         raise SubmissionError(f"{path}: expected 2 columns, found {frame.shape[1]}")
     body = frame.iloc[1:].reset_index(drop=True)
     blank = ((body[0] == "") & (body[1] == "")).to_numpy(dtype=bool)
     keep = len(body) - (int(np.argmin(blank[::-1])) if not blank.all() else len(body))
-    body = body.iloc[:keep]
-    body.attrs = frame.attrs
-    return body
-
-
-def _finish_field_error(frame: pd.DataFrame) -> None:
-    if "field_error" in frame.attrs:
-        raise SubmissionError(frame.attrs["field_error"])
+    return body.iloc[:keep], field_error
 
 
 def _scores_of(values: np.ndarray) -> np.ndarray:
@@ -219,12 +217,15 @@ def validate_classification(
     Raises:
         SubmissionError: naming the file and its first bad line (the header is line 1).
     """
-    frame = _read_csv(path, header)
+    frame, field_error = _read_csv(path, header)
     ids, labels = frame[0].to_numpy(dtype=object), frame[1].to_numpy(dtype=object)
     expected = np.asarray(list(order_ids), dtype=object)
-    if "field_error" in frame.attrs:
-        _check_rows(path, header, ids, labels, expected[: len(ids)], "classification", identities, reference=reference)
-        _finish_field_error(frame)
+    if field_error:
+        if len(ids):  # the rows stop above the bad line: check them, but not their count
+            _check_rows(
+                path, header, ids, labels, expected[: len(ids)], "classification", identities, reference=reference
+            )
+        raise SubmissionError(field_error)
     _check_rows(path, header, ids, labels, expected, "classification", identities, reference=reference)
     return pd.DataFrame({header[0]: ids, header[1]: labels})
 
@@ -243,13 +244,16 @@ def validate_verification(
     Raises:
         SubmissionError: naming the file and its first bad line (the header is line 1).
     """
-    frame = _read_csv(path, header)
+    frame, field_error = _read_csv(path, header)
     ids, values = frame[0].to_numpy(dtype=object), frame[1].to_numpy(dtype=object)
     scores = _scores_of(values)
     expected = _trial_texts(trial_texts)
-    if "field_error" in frame.attrs:
-        _check_rows(path, header, ids, values, expected[: len(ids)], "verification", scores=scores, reference=reference)
-        _finish_field_error(frame)
+    if field_error:
+        if len(ids):  # the rows stop above the bad line: check them, but not their count
+            _check_rows(
+                path, header, ids, values, expected[: len(ids)], "verification", scores=scores, reference=reference
+            )
+        raise SubmissionError(field_error)
     _check_rows(path, header, ids, values, expected, "verification", scores=scores, reference=reference)
     return pd.DataFrame({header[0]: ids, header[1]: scores})
 

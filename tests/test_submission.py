@@ -185,6 +185,7 @@ GOOD_CLS = "id,label\n0,n001\n1,n002\n2,n010\n3,n001\n"
         ("id,label\n0,n001\n1\n2,n010\n3,n001\n", 3, "empty label"),
         ("id,label\n0,n001\n\n1,n002\n2,n010\n3,n001\n", 3, "blank line"),
         ("id,label\n0,n001\n1,n002,x\n2,n010\n3,n001\n", 3, "expected 2 fields, found 3"),
+        ("id,label\n0,n001,x\n1,n002\n2,n010\n3,n001\n", 2, "expected 2 fields, found 3"),
         ("id,label\n0,n001\n1,bad\n2,n010,x\n3,n001\n", 3, "'bad' is not a known identity"),  # earlier wins
         ("id,label\n0,n001\n1,n002\n2,n010\n3,n001\n", None, None),
         ("\ufeffid,label\r\n0,n001\r\n1,n002\r\n2,n010\r\n3,n001\r\n\r\n\r\n", None, None),

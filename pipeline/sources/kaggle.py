@@ -25,6 +25,7 @@ from pipeline.archive import (
     missing_entries,
     safe_extract,
 )
+from pipeline.io import check_free_space
 from pipeline.params import KaggleParams, LayoutParams
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,11 @@ def _partial_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def check_free_space(folder: Path, listed_bytes: int, already: int = 0) -> None:
+def check_space(folder: Path, listed_bytes: int, already: int = 0) -> None:
     """Fail early unless `folder` can hold the archives and their extracted contents."""
     needed = int(listed_bytes * SAFETY_FACTOR) - already
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DownloadError(
-            f"not enough disk space in {folder}: the competition files total {listed_bytes / 1e9:.2f} GB, so the "
-            f"download and its extraction need about {needed / 1e9:.2f} GB free, but only {free / 1e9:.2f} GB are; "
-            "free some space or point the download stage elsewhere"
-        )
+    what = f"downloading and extracting the competition files ({listed_bytes / 1e9:.2f} GB listed)"
+    check_free_space(folder, needed, what)
 
 
 def _merge(src: Path, dst: Path) -> None:
@@ -121,7 +117,8 @@ def download_kaggle(kaggle: KaggleParams, layout: LayoutParams, dest: Path) -> N
     Raises:
         KaggleError: credentials, 401/403/404, network failure (the partial archive is kept for a resume).
         ArchiveError: an unsafe or corrupt archive (deleted, so the next run downloads afresh).
-        LayoutError, DownloadError: the merged files do not form the layout, or the disk is too small.
+        LayoutError, DownloadError: the merged files do not form the layout, or clash between the competitions.
+        DiskSpaceError: the disk cannot hold the archives and their extraction (checked before downloading).
     """
     from pipeline.kaggle_client import KaggleClient  # imports kaggle, which authenticates: only when used
 
@@ -131,13 +128,8 @@ def download_kaggle(kaggle: KaggleParams, layout: LayoutParams, dest: Path) -> N
     slugs = list(dict.fromkeys([kaggle.classification, kaggle.verification]))
     client = KaggleClient()
 
-    listed = 0
-    for slug in slugs:
-        files = client.list_files(slug)
-        size = sum(f.size for f in files)
-        log.info("%s: %d files, %.1f MB listed", slug, len(files), size / 1e6)
-        listed += size
-    check_free_space(dest.parent, listed, already=_partial_bytes(work / "archives"))
+    listed = sum(client.total_bytes(slug) for slug in slugs)
+    check_space(dest.parent, listed, already=_partial_bytes(work / "archives"))
 
     archives = {slug: client.download(slug, work / "archives" / slug) for slug in slugs}
     for name in ("extract", "staging", "old"):

@@ -190,10 +190,13 @@ def _write_lines(path: Path, header: str | None, lines: Sequence[str]) -> None:
 
 def render_competition(
     root: Path, solution_dir: Path, synth: SyntheticParams, layout: LayoutParams, seed: int, workers: int = 1
-) -> dict:
+) -> dict[str, int]:
     """Render a complete competition into `root` and its hidden answers into `solution_dir`.
 
-    Both folders appear whole or not at all: each is rendered into a temporary folder beside it and renamed.
+    Both folders appear whole or not at all: each is rendered into a temporary folder beside it and renamed
+    (an existing one is replaced). The files are the same for a given seed whatever `workers` is; with more
+    than one worker, images are rendered by spawned processes, so a calling script needs the usual
+    ``if __name__ == "__main__":`` guard.
 
     Returns:
         Counts of identities, images and trials written.
@@ -252,7 +255,6 @@ def render_competition(
     ]
     test_lines = [f"{test_names[a]} {test_names[b]}" for a, b in zip(ta.tolist(), tb.tolist(), strict=True)]
 
-    test_label = {f"{n}": str(gid) for n, gid in enumerate(test_gid.tolist())}
     log.info("rendering %d images of %d identities into %s", len(images), first_tv + n_tv, root)
     with atomic_dir(solution_dir) as sol_tmp, atomic_dir(root) as tmp:
         for folder in {str(Path(image.path).parent) for image in images}:
@@ -265,7 +267,7 @@ def render_competition(
         _write_lines(tmp / layout.test_order, None, [f"{n}.jpg" for n in order])
         _write_lines(tmp / layout.val_trials, None, val_lines)
         _write_lines(tmp / layout.test_trials, None, test_lines)
-        _write_lines(sol_tmp / CLASSIFICATION_SOLUTION, "id,label", [f"{n},{test_label[str(n)]}" for n in order])
+        _write_lines(sol_tmp / CLASSIFICATION_SOLUTION, "id,label", [f"{n},{test_gid[n]}" for n in order])
         _write_lines(
             sol_tmp / VERIFICATION_SOLUTION,
             "trial,label",

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     p = params_from(args)
     transform = augment.build(p.augment)
     augment.save(transform, args.out)
-    augment.preview_grid(load_array(args.images), augment.load(args.out), p.augment.preview_images, p.seed, args.preview)
+    augment.preview_grid(
+        load_array(args.images), augment.load(args.out), p.augment.preview_images, p.seed, args.preview
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data import SPLITS, decode_manifest, read_manifest
+from pipeline.io import check_free_space
 from pipeline.stages.common import params_from, parser, run, stage
 
 
@@ -16,9 +17,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for <split>.npy arrays")
     args = ap.parse_args(argv)
     p = params_from(args)
-    for split in SPLITS:
-        manifest = read_manifest(args.index, split)
-        decode_manifest(args.root, manifest, p.data.image_size, p.data.center_crop, args.out / f"{split}.npy")
+    manifests = {split: read_manifest(args.index, split) for split in SPLITS}
+    size = p.data.image_size
+    check_free_space(args.out, sum(len(m) for m in manifests.values()) * size * size * 3, "the decoded-image cache")
+    for split, manifest in manifests.items():
+        decode_manifest(args.root, manifest, p.data.image_size, args.out / f"{split}.npy")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, check_free_space
+from pipeline.params import SyntheticParams
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 NO_ANSWERS = (
     "Hidden test answers exist only for rendered competitions (data.source synthetic or imagefolder).\n"
     "For this source, score submissions on Kaggle: python -m pipeline submit\n"
 )
+
+
+def synthetic_bytes(s: SyntheticParams) -> int:
+    """An upper estimate of the rendered competition on disk: a 4 KiB block per file plus the JPEG itself."""
+    images = s.identities * (s.train_images + s.val_images + s.test_images) + s.large_identities * s.train_images
+    images += (s.val_verification_identities + s.test_verification_identities) * s.verification_images
+    return images * (4096 + s.image_size * s.image_size * 3 // 2) + (s.val_trials + s.test_trials) * 64
 
 
 @stage
@@ -26,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     if source == "synthetic":
         from pipeline.sources.synthetic import render_competition
 
+        check_free_space(args.out, synthetic_bytes(p.synthetic), "the synthetic competition")
         render_competition(args.out, args.solution, p.synthetic, p.layout, p.seed, workers=os.cpu_count() or 1)
         return
     if source == "imagefolder":

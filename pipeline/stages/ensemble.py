@@ -56,12 +56,22 @@ def main(argv: list[str] | None = None) -> None:
 
     test_trials = read_manifest(args.index, "test_trials")
     ids, predicted, test_scores = test_predictions(folds, test_trials, p.score)
-    write_classification(args.submissions / "classification.csv", ids, predicted, p.submission.classification_header,
-                         identities=set(classes))
-    write_verification(args.submissions / "verification.csv", test_trials, test_scores, p.submission.verification_header)
+    write_classification(
+        args.submissions / "classification.csv",
+        ids,
+        predicted,
+        p.submission.classification_header,
+        identities=set(classes),
+    )
+    write_verification(
+        args.submissions / "verification.csv", test_trials, test_scores, p.submission.verification_header
+    )
     log.info(
         "validation: AUC %.4f (folds %s, pixel baseline %.4f), EER %.4f, accuracy %s",
-        summary["val_auc"], ", ".join(f"{a:.4f}" for a in fold_aucs), baseline, summary["val_eer"],
+        summary["val_auc"],
+        ", ".join(f"{a:.4f}" for a in fold_aucs),
+        baseline,
+        summary["val_eer"],
         f"{summary.get('val_accuracy', float('nan')):.4f}",
     )
 

@@ -27,7 +27,7 @@ def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
     A checkpoint resumes only when this matches, so an edited engine or loss never continues stale weights.
     """
     train = {k: v for k, v in p.train.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
-    data = {"image_size": p.data.image_size, "center_crop": p.data.center_crop}
+    data = {"image_size": p.data.image_size}
     spec = {"seed": p.seed, "fold": fold, "model": p.model.model_dump(mode="json"), "train": train, "data": data}
     code = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("pipeline") and m.__file__)
     spec["files"] = [sha256_file(f) for f in inputs]
@@ -87,8 +87,17 @@ def main(argv: list[str] | None = None) -> None:
             live.next_step()
 
         model = train(
-            p, train_images, rows, labels[rows], len(classes), augment.load(args.transform), eval_sets, args.out, seed,
-            fp, log_metrics,
+            p,
+            train_images,
+            rows,
+            labels[rows],
+            len(classes),
+            augment.load(args.transform),
+            eval_sets,
+            args.out,
+            seed,
+            fp,
+            log_metrics,
         )
     save_model(model, p, classes, args.out / "model.pt")
 

@@ -132,6 +132,8 @@ class Faults:
     release: threading.Event = field(default_factory=threading.Event)  # set to end a stall (connection dropped)
     advertised_bytes: int | None = None  # ListDataFiles reports one file of this size (disk-space checks)
     range_requests: int = 0  # how many downloads resumed with a Range header
+    downloads: int = 0  # how many whole-file downloads started
+    replace_archive: dict[str, Path] = field(default_factory=dict)  # slug -> file served as its download instead
 
 
 @dataclass
@@ -156,6 +158,16 @@ class _Competition:
     archive: Path
     etag: str
     modified: str  # HTTP date
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("fake Kaggle: client %s went away", client_address)  # a killed or interrupted client
+            return
+        super().handle_error(request, client_address)
 
 
 class ApiError(Exception):
@@ -231,8 +243,7 @@ class FakeKaggle:
         self._competitions: dict[str, _Competition] = {}
         self._masks: dict[str, np.ndarray] = {}
         self._build()
-        self._httpd = http.server.ThreadingHTTPServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
 
@@ -519,7 +530,7 @@ class FakeKaggle:
         rest = urllib.parse.unquote(path.removeprefix("/files/"))
         for comp in self._competitions.values():
             if rest == f"{comp.slug}.zip":
-                return comp.archive, comp
+                return self.faults.replace_archive.get(comp.slug, comp.archive), comp
             if rest.startswith(f"{comp.slug}/"):
                 found = dict(comp.files).get(rest[len(comp.slug) + 1 :])
                 if found is not None:
@@ -613,6 +624,8 @@ def _handler_for(server: FakeKaggle) -> type[http.server.BaseHTTPRequestHandler]
                     return self._send(416, b"", ctype, {"Content-Range": f"bytes */{len(data)}"})
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
                 return self._send(206, data[start:], ctype, headers)
+            if self.command == "GET":
+                server.faults.downloads += 1
             stall = server.faults.stall_after
             if stall is None or stall >= len(data):
                 return self._send(200, data, ctype, headers)

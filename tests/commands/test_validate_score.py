@@ -69,7 +69,9 @@ def test_validate_refuses_rows_out_of_trial_order(competition: Path) -> None:
 
 def test_validate_header_and_task_mismatches(competition: Path) -> None:
     result = run(competition, "validate", "verification.csv", "--task", "classification")
-    assert result.returncode == 1 and "verification.csv:1: header is 'trial,score', expected 'id,label'" in result.stderr
+    assert (
+        result.returncode == 1 and "verification.csv:1: header is 'trial,score', expected 'id,label'" in result.stderr
+    )
     (competition / "odd.csv").write_text("image,guess\n0,n001\n")
     result = run(competition, "validate", "odd.csv")
     assert result.returncode == 1 and "cannot tell the task" in result.stderr and "--task" in result.stderr

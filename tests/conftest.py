@@ -1,0 +1,112 @@
+"""Shared fixtures: a throwaway copy of the project with tiny params, and the real face data when present."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+
+# Small enough for a full `dvc repro` in about a minute on 2 CPU cores.
+TINY_PARAMS = {
+    "synthetic": {
+        "identities": 24,
+        "large_identities": 2,
+        "train_images": 8,
+        "val_images": 2,
+        "test_images": 2,
+        "val_verification_identities": 8,
+        "test_verification_identities": 8,
+        "verification_images": 4,
+        "val_trials": 60,
+        "test_trials": 60,
+    },
+    "train": {"epochs": 2, "batch_size": 32, "num_workers": 0},
+    "embed": {"batch_size": 128},
+    "augment": {"preview_images": 4},
+}
+
+
+def project_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files: what a fresh clone (plus local edits) would hold."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the project into `dest` as its own git repository, with params.yaml updated by `params`."""
+    for rel in project_files():
+        if rel.startswith(("data/", "models/", "embeddings/", "dvclive/", "metrics/", "plots/")) or rel == "dvc.lock":
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    if params:
+        current = yaml.safe_load((dest / "params.yaml").read_text())
+        (dest / "params.yaml").write_text(yaml.safe_dump(merge(current, params), sort_keys=False))
+    env = git_env()
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "test copy"], cwd=dest, check=True, env=env)
+    return dest
+
+
+def git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a real command in the project copy with the venv first on PATH; output is kept for assertions."""
+    proc = subprocess.run(cmd, cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    """A project copy with TINY_PARAMS, not yet run."""
+    return make_project(tmp_path / "project", TINY_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy with TINY_PARAMS after one full `dvc repro` (shared by the tests that only read it)."""
+    project = make_project(tmp_path_factory.mktemp("repro") / "project", TINY_PARAMS)
+    run(["dvc", "repro"], project)
+    return project
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the real face sets live in ../shared/data beside the project")
+    return path

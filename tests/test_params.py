@@ -1,0 +1,74 @@
+"""Params are validated at load: unknown keys, wrong types and impossible values name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import Params, ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_params_yaml_equals_the_documented_defaults():
+    assert load_params(ROOT / "params.yaml", check_model=False) == Params()
+
+
+def test_every_default_key_is_written_in_params_yaml():
+    """params.yaml is what `dvc params diff` shows: it must spell out every key, not rely on code defaults."""
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, model in Params.model_fields.items():
+        if isinstance(model.default, type(Params().seed)):
+            assert section in written
+            continue
+        assert set(written[section]) == set(type(model.default).model_fields), section
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"train": {"lrr": 0.1}}, "train.lrr: unknown key; did you mean 'train.lr'?"),
+        ({"trian": {}}, "trian: unknown key; did you mean 'train'?"),
+        ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
+        ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
+        ({"model": {"embedding_dim": 0}}, "model.embedding_dim: Input should be greater than or equal to 8"),
+        ({"folds": {"k": 3, "train": [0, 3]}}, "folds.train has [3], but folds.k=3 allows only 0..2"),
+        ({"folds": {"train": [0, 0]}}, "folds.train lists a fold twice"),
+        ({"data": {"source": "kagle"}}, "data.source: Input should be 'synthetic', 'local', 'imagefolder' or 'kaggle'"),
+        ({"data": {"source": "local"}}, "data.path is required when data.source is 'local'"),
+        ({"train": {"min_lr": 1.0, "lr": 0.1}}, "train.min_lr (1.0) is above train.lr (0.1)"),
+        ({"augment": {"hflip": 1.5}}, "augment.hflip: Input should be less than or equal to 1"),
+        ({"model": {"stem_stride": 3}}, "model.stem_stride: Input should be 1, 2 or 4"),
+    ],
+)
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw, "params.yaml", check_model=False)
+    assert message in str(err.value)
+    assert str(err.value).startswith("params.yaml: ")
+
+
+def test_yaml_1_1_exponent_strings_are_read_as_numbers():
+    # PyYAML reads `lr: 3e-3` (no dot) as the string "3e-3"; it must still be a float learning rate.
+    assert parse_params(yaml.safe_load("train: {lr: 3e-3}"), check_model=False).train.lr == pytest.approx(0.003)
+
+
+def test_unknown_model_name_suggests_the_closest():
+    with pytest.raises(ParamsError, match=r"model.name: unknown model 'resnet181'; did you mean 'resnet18'"):
+        parse_params({"model": {"name": "resnet181"}})
+
+
+def test_torchvision_fallback_names_are_known():
+    parse_params({"model": {"name": "tv/shufflenet_v2_x0_5"}})
+
+
+def test_broken_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        load_params(bad)
