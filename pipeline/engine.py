@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from pipeline import metrics
+from pipeline import distributed, metrics
 from pipeline.data import FaceDataset
 from pipeline.io import atomic_path
 from pipeline.losses import LinearHead, classification_loss
@@ -75,10 +75,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Callable[[], co
 
 
 class EpochSampler(Sampler):
-    """Shuffles by (seed, epoch) and yields (epoch, index) keys, so workers know the epoch for augmentation."""
+    """Shuffles by (seed, epoch) and yields (epoch, index) keys, so workers know the epoch for augmentation.
 
-    def __init__(self, n: int, seed: int, batch_size: int):
+    With `world` processes, rank `rank` yields its share of every global batch of `batch_size`
+    (`distributed.rank_share`), so the global batches are those of a single process.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, rank: int = 0, world: int = 1):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.batch_size, self.rank, self.world = batch_size, rank, world
         self.length = (n // batch_size) * batch_size  # drop the ragged last batch: BatchNorm needs > 1 sample
 
     def set_epoch(self, epoch: int) -> None:
@@ -86,10 +91,11 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)[: self.length]
+        order = distributed.rank_share(order, self.batch_size, self.rank, self.world)
         return iter((self.epoch, int(i)) for i in order)
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // self.world
 
 
 @dataclass
@@ -147,13 +153,13 @@ def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params
         channels_last=cfg.train.channels_last,
     )
     if sets.val_images is not None and len(sets.val_images):
-        _, p = infer(model, sets.val_images, **kw)
+        _, p = distributed.infer_sharded(model, sets.val_images, **kw)
         out["val_accuracy"] = metrics.accuracy(sets.val_labels, p.argmax(1))
     if sets.fold_images is not None and len(sets.fold_images):
-        _, p = infer(model, sets.fold_images, **kw)
+        _, p = distributed.infer_sharded(model, sets.fold_images, **kw)
         out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
     if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
-        emb, _ = infer(model, sets.ver_images, **kw)
+        emb, _ = distributed.infer_sharded(model, sets.ver_images, **kw)
         scores = trial_scores(emb, sets.ver_names, sets.trials, metric=cfg.score.metric)
         out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
     return out
@@ -186,19 +192,22 @@ def train(
     Returns the EMA model (or the raw one when EMA is off), in eval mode.
     """
     tp: TrainParams = cfg.train
-    device = resolve_device(tp.device)
+    device = distributed.local_device(resolve_device(tp.device))
+    world = distributed.world_size()
+    if tp.batch_size % world:
+        raise ValueError(f"train.batch_size={tp.batch_size} (the global batch) does not divide over {world} processes")
     dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
     torch.manual_seed(seed)
     model = FaceModel(cfg.model, num_classes).to(device)
     if tp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
-    sampler = EpochSampler(len(dataset), seed, tp.batch_size)
+    sampler = EpochSampler(len(dataset), seed, tp.batch_size, distributed.rank(), world)
     if sampler.length == 0:
         raise ValueError(f"train.batch_size={tp.batch_size} is larger than the {len(dataset)} training images")
     loader = DataLoader(
         dataset,
-        batch_size=tp.batch_size,
+        batch_size=tp.batch_size // world,
         sampler=sampler,
         num_workers=tp.num_workers,
         pin_memory=device.type == "cuda",
@@ -235,24 +244,37 @@ def train(
             _set_rng_state(ckpt["rng"])
             start_epoch, history = ckpt["epoch"], ckpt["history"]
             log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, tp.epochs)
+            if ckpt.get("world_size", 1) != world:
+                log.info("it was written by %d processes; this run has %d", ckpt.get("world_size", 1), world)
         else:
             log.info("%s was written with other params or data; training from scratch", ckpt_path)
-    for row in history:
-        log_metrics(row)
+    net = model  # what the training step calls; with several processes, DDP averages the gradients
+    if world > 1:
+        if tp.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("train.sync_bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects: optimizer and EMA hold
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if distributed.is_main():
+        for row in history:
+            log_metrics(row)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, tp.epochs):
         model.train()
         sampler.set_epoch(epoch)
+        if world > 1:
+            torch.manual_seed(distributed.rank_seed(seed, epoch))  # per-rank dropout draws, reproducible on resume
         total, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tp.epochs}", leave=False, mininterval=1.0)
+        desc = f"epoch {epoch + 1}/{tp.epochs}"
+        bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
         for images, labels in bar:
             images = images.to(device, non_blocking=True).float()
             if tp.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             with cast():
-                logits = model(images, labels)
+                logits = net(images, labels)
             loss = classification_loss(logits, labels, tp.label_smoothing)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
@@ -273,30 +295,35 @@ def train(
             total += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{total / seen:.3f}")
+        total, seen = distributed.all_reduce_sum(total, seen)  # the mean over the global batches
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
+            distributed.broadcast_buffers(ema if ema is not None else model)  # evaluate rank 0's model everywhere
             row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
         log.info(
             "epoch %d/%d %s", epoch + 1, tp.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
         )
         history.append(row)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "rng": _rng_state(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "fingerprint": fingerprint,
-                    "params": cfg.model_dump(mode="json"),
-                },
-                tmp,
-            )
-        log_metrics(row)
+        if distributed.is_main():  # the unwrapped model's keys: one format for any number of processes
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "rng": _rng_state(),
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "fingerprint": fingerprint,
+                        "params": cfg.model_dump(mode="json"),
+                        "world_size": world,
+                    },
+                    tmp,
+                )
+            log_metrics(row)
+        distributed.barrier()  # no rank runs ahead of a checkpoint still being written
     final = ema.module if ema is not None else model
     final.eval()
     return final

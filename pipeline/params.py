@@ -198,6 +198,16 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     eval_every: PosInt = 1  # epochs between validation passes
     verification_eval: bool = True  # compute validation-trial AUC each eval (cheap at 32 px)
+    # Several processes (pipeline/distributed.py): above 1 process in all, the train stage relaunches itself under
+    # torchrun with DDP. batch_size stays the global batch; each process gets batch_size / (nproc_per_node * nnodes).
+    nproc_per_node: PosInt = 1  # training processes per machine: one per GPU (on CPU, gloo processes)
+    nnodes: PosInt = 1  # machines taking part; above 1, every machine runs the stage with the same rendezvous
+    node_rank: NonNegInt = 0  # this machine's index, 0..nnodes-1; read by the static rendezvous only
+    rdzv_backend: Literal["c10d", "static"] = "c10d"  # torchrun rendezvous: c10d (nodes numbered for you) or static
+    rdzv_endpoint: str = "localhost:29500"  # host:port of the rendezvous, on the first machine (nnodes > 1 only)
+    rdzv_id: str = "hw2p2"  # job id every machine of one run shares (e.g. the SLURM job id)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; CUDA only)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # collective backend; auto: nccl on CUDA, gloo on CPU
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainParams:
@@ -205,6 +215,25 @@ class TrainParams(Section):
             raise ValueError(f"train.min_lr ({self.min_lr}) is above train.lr ({self.lr})")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
+        return self
+
+    @model_validator(mode="after")
+    def _distributed(self) -> TrainParams:
+        world = self.nproc_per_node * self.nnodes
+        if self.batch_size % world:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) is the global batch and must divide evenly over "
+                f"nproc_per_node x nnodes = {world} processes"
+            )
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"train.node_rank ({self.node_rank}) must be below train.nnodes ({self.nnodes})")
+        host, _, port = self.rdzv_endpoint.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"train.rdzv_endpoint must be host:port, got {self.rdzv_endpoint!r}")
+        if self.device == "cpu" and self.backend == "nccl":
+            raise ValueError("train.backend 'nccl' needs CUDA but train.device is 'cpu': use gloo or auto")
+        if self.device == "cpu" and self.sync_bn and world > 1:
+            raise ValueError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel) but train.device is 'cpu'")
         return self
 
 

@@ -24,7 +24,9 @@ def test_code_deps_match_imports(name):
     body = stage_body(DVC[name])
     module = re.match(r"python -m (\S+)", body["cmd"]).group(1)
     listed = {Path(d) for d in body["deps"] if isinstance(d, str) and d.startswith("pipeline/")}
-    assert listed == closure(module), f"stage {name}: deps differ from the imports of {module}"
+    assert listed == closure(module), (
+        f"stage {name}: deps differ from the imports of {module}; run: python -m tests.import_graph"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DVC))

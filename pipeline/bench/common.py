@@ -138,16 +138,21 @@ class TrainStep:
         return loss.item()  # the engine reads the loss every step (a device sync on CUDA): so does the bench
 
 
-def model_step_rate(ctx: Context, num_classes: int) -> float:
-    """Images/s of the training step alone on a ready uint8 batch on the device (cached per run)."""
-    key = "model_step_rate"
+def model_step_rate(ctx: Context, num_classes: int, dtype: torch.dtype | None | str = "params") -> float:
+    """Images/s of the training step alone on a ready uint8 batch on the device (cached per run and dtype).
+
+    Args:
+        dtype: The autocast dtype; "params" (default) is the one training uses (`Context.dtype`).
+    """
+    dtype = ctx.dtype if dtype == "params" else dtype
+    key = ("model_step_rate", dtype)
     if key in ctx.shared:
         return ctx.shared[key]
     tp, size = ctx.params.train, ctx.params.data.image_size
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (tp.batch_size, 3, size, size), dtype=np.uint8)).to(ctx.device)
     labels = torch.from_numpy(rng.integers(0, num_classes, tp.batch_size)).to(ctx.device)
-    step = TrainStep(ctx, make_model(ctx, num_classes), ctx.dtype)
+    step = TrainStep(ctx, make_model(ctx, num_classes), dtype)
     for _ in range(ctx.steps(5, 2) + (10 if ctx.compile else 0)):  # warm-up: allocator, oneDNN/cuDNN, compile
         step(images, labels)
     n = ctx.steps(30, 3)
@@ -158,8 +163,12 @@ def model_step_rate(ctx: Context, num_classes: int) -> float:
     sync(ctx.device)
     rate = n * tp.batch_size / (time.perf_counter() - start)
     ctx.shared[key] = rate
-    log.info("model-only training step: %.0f images/s", rate)
+    log.info("model-only training step (%s): %.0f images/s", dtype_name(dtype), rate)
     return rate
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def with_overrides(params: Params, overrides: dict) -> Params:

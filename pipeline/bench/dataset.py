@@ -107,7 +107,7 @@ class BenchData:
         """Class index of every training image (the index stage's class order) and the number of classes."""
         classes = self.manifest("classes")["identity"].tolist()
         class_of = {name: i for i, name in enumerate(classes)}
-        return self.manifest("train")["identity"].map(class_of).to_numpy(), len(classes)
+        return self.manifest("train")["identity"].map(class_of).to_numpy(dtype=np.int64, copy=True), len(classes)
 
 
 def prepare(cache: Path, scale: float, image_size: int, seed: int = 0, workers: int | None = None) -> BenchData:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline import metrics
-from pipeline.bench.common import Context, best_of, make_model, maybe_compile
+from pipeline.bench.common import Context, best_of, dtype_name, make_model, maybe_compile
 from pipeline.bench.report import Row
 from pipeline.engine import FaceModel, infer
 from pipeline.models import l2_normalise
@@ -38,10 +38,6 @@ def plain_embed(model: FaceModel, images: np.ndarray, device: torch.device, batc
                 e = e + model.net(torch.flip(x, dims=[3])).float()
             out.append(l2_normalise(e).cpu().numpy())
     return np.concatenate(out)
-
-
-def _name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def run(ctx: Context) -> list[Row]:
@@ -92,7 +88,7 @@ def run(ctx: Context) -> list[Row]:
         rows.append(
             Row(
                 "embedding",
-                f"infer {_name(dtype)} autocast",
+                f"infer {dtype_name(dtype)} autocast",
                 rates[dtype],
                 "img/s",
                 rates[None],
@@ -101,14 +97,16 @@ def run(ctx: Context) -> list[Row]:
                 "report (embed.amp where > 1x)",
                 None,
                 f"{'faster: set embed.amp: true' if faster else 'not faster here: keep embed.amp: false'}"
-                + (f" (embed.amp uses {_name(dtype)} only with train.amp_dtype set to it)" if len(low) > 1 else ""),
+                + (
+                    f" (embed.amp uses {dtype_name(dtype)} only with train.amp_dtype set to it)" if len(low) > 1 else ""
+                ),
             )
         )
         diff = abs(aucs[dtype] - aucs[None])
         rows.append(
             Row(
                 "embedding",
-                f"validation AUC |{_name(dtype)} - fp32|",
+                f"validation AUC |{dtype_name(dtype)} - fp32|",
                 diff,
                 "",
                 aucs[None],

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline import augment, images
-from pipeline.bench.common import Context, model_step_rate
+from pipeline.bench.common import Context, dtype_name, model_step_rate
 from pipeline.bench.report import Row
 from pipeline.data import FaceDataset, sample_seed
 from pipeline.engine import EpochSampler
@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
         make_loader(ctx, JpegDataset(data.raw, paths, labels, ctx.params.data.image_size, transform)), batches
     )
     workers = f"{tp.num_workers} worker{'s' if tp.num_workers != 1 else ''}"
-    step = f"model step ({ctx.device.type}, {ctx.dtype or 'fp32'})".replace("torch.", "")
+    step = f"model step ({ctx.device.type}, {dtype_name(ctx.dtype)})"
     log.info("loader: memmap %.0f images/s, JPEG %.0f images/s, step %.0f images/s", ours, jpeg, step_rate)
     return [
         Row(

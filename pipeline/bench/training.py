@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pipeline import augment
-from pipeline.bench.common import Context, make_model, model_step_rate, sync, with_overrides
+from pipeline.bench.common import Context, dtype_name, make_model, model_step_rate, sync, with_overrides
 from pipeline.bench.report import Row
 from pipeline.engine import EvalSets, train
 from pipeline.params import AugmentParams
@@ -119,7 +119,24 @@ def run(ctx: Context) -> list[Row]:
     plain, scan = plain_loop_rate(ctx, n_classes, steps)
     step_rate = model_step_rate(ctx, n_classes)
     compiled = "; --compile does not reach engine.train (no train.compile param yet)" if ctx.compile else ""
-    return [
+    rows = []
+    if ctx.device.type == "cuda" and ctx.dtype != torch.bfloat16:
+        bf16 = model_step_rate(ctx, n_classes, torch.bfloat16)
+        rows.append(
+            Row(
+                "training",
+                "model-only step, bf16 autocast",
+                bf16,
+                "img/s",
+                step_rate,
+                f"model-only step, {dtype_name(ctx.dtype)}" + (" + GradScaler" if ctx.dtype == torch.float16 else ""),
+                bf16 / step_rate,
+                "report (train.amp_dtype)",
+                None,
+                "set train.amp_dtype: bfloat16 where this is above 1x (no scaler needed)",
+            )
+        )
+    return rows + [
         Row(
             "training",
             "train stage end to end (engine.train)",
@@ -131,8 +148,8 @@ def run(ctx: Context) -> list[Row]:
             ">= 1.3x",
             ours / plain >= 1.3,
             f"{steps} steps of {batch}, second epoch (incl. its checkpoint); baseline {steps} steps after the first, "
-            f"same model, batch, {ctx.dtype or 'fp32'} autocast and workers, no EMA/clipping; ImageFolder scan "
-            f"{scan:.2g} s not counted{compiled}".replace("torch.", ""),
+            f"same model, batch, {dtype_name(ctx.dtype)} autocast and workers, no EMA/clipping; ImageFolder scan "
+            f"{scan:.2g} s not counted{compiled}",
         ),
         Row(
             "training",

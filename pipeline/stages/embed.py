@@ -1,5 +1,8 @@
 """Stage `embed@fold`: flip-TTA embeddings of the verification images and class probabilities of the
-classification images, saved with their ids."""
+classification images, saved with their ids.
+
+Launched under torchrun (`torchrun --nproc-per-node N -m pipeline.stages.embed ...`), the ranks share the rows
+and rank 0 writes the gathered result, the same as one process writes."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import distributed
 from pipeline.data import load_array, read_manifest
-from pipeline.engine import amp_dtype, infer, load_model, resolve_device
+from pipeline.engine import amp_dtype, load_model, resolve_device
 from pipeline.io import atomic_path
 from pipeline.stages.common import log, params_from, parser, run, stage
 
@@ -22,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help=".npz to write")
     args = ap.parse_args(argv)
     p = params_from(args)
-    device = resolve_device(p.train.device)
+    distributed.init_from_env(p.train)  # nothing unless torchrun started several processes
+    device = distributed.local_device(resolve_device(p.train.device))
     model, classes = load_model(args.model, device)
     kw = dict(
         device=device,
@@ -33,16 +38,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     out: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
     for split in ("val_verification", "test_verification"):
-        emb, _ = infer(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        emb, _ = distributed.infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
         out[f"{split}_names"] = read_manifest(args.index, split)["name"].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
     for split, id_column in (("val_classification", "path"), ("test_classification", "id")):
-        _, probs = infer(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        _, probs = distributed.infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
         out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
         out[f"{split}_probs"] = probs.astype(np.float32)
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **out)
-    log.info("wrote %s", args.out)
+    if distributed.is_main():
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **out)
+        log.info("wrote %s", args.out)
+    distributed.barrier()
 
 
 if __name__ == "__main__":

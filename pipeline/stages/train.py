@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import augment
+from pipeline import augment, distributed
 from pipeline.data import load_array, read_manifest
 from pipeline.engine import EvalSets, save_model, train
 from pipeline.io import sha256_file
@@ -18,7 +19,23 @@ from pipeline.params import Params
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 # Params that do not change the trained weights, so a checkpoint written under other values still resumes.
-NON_RESULT_KEYS = ("num_workers", "eval_every", "verification_eval", "device")
+# The launch settings are here too: the global batch, data order, augmentation and schedule do not depend on the
+# number of processes, so a checkpoint resumes on another world size. What does change with it, like `device`, is
+# numerical: BatchNorm statistics come from each process's share of the batch (unless sync_bn, which stays a result
+# key), and gradients are summed in another order.
+NON_RESULT_KEYS = (
+    "num_workers",
+    "eval_every",
+    "verification_eval",
+    "device",
+    "nproc_per_node",
+    "nnodes",
+    "node_rank",
+    "rdzv_backend",
+    "rdzv_endpoint",
+    "rdzv_id",
+    "backend",
+)
 
 
 def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
@@ -47,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--live", type=Path, required=True, help="dvclive folder")
     args = ap.parse_args(argv)
     p = params_from(args)
+    if distributed.relaunch(p.train, "pipeline.stages.train", sys.argv[1:] if argv is None else argv):
+        return  # torchrun ran the stage in train.nproc_per_node x train.nnodes processes
+    distributed.init_from_env(p.train)
     if args.fold not in p.folds.train:
         raise ValueError(f"--fold {args.fold} is not in folds.train {p.folds.train}")
 
@@ -78,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from dvclive import Live
 
-    with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
+    main_rank = distributed.is_main()  # rank 0 alone writes metrics and the model
+    with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) if main_rank else contextlib.nullcontext() as live:
 
         def log_metrics(row: dict[str, float]) -> None:
             for key, value in row.items():
@@ -99,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
             fp,
             log_metrics,
         )
-    save_model(model, p, classes, args.out / "model.pt")
+    if main_rank:
+        save_model(model, p, classes, args.out / "model.pt")
+    distributed.barrier()
 
 
 if __name__ == "__main__":
