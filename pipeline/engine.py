@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -25,9 +25,9 @@ from tqdm import tqdm
 from pipeline import distributed, metrics
 from pipeline.data import FaceDataset
 from pipeline.io import atomic_path
-from pipeline.losses import LinearHead, classification_loss
+from pipeline.losses import MPerClassEpochSampler, build_objective
 from pipeline.models import FaceNet, l2_normalise
-from pipeline.params import ModelParams, Params, TrainParams
+from pipeline.params import LossParams, ModelParams, Params, TrainParams
 from pipeline.scoring import trial_scores
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,35 @@ class NonFiniteLoss(RuntimeError):
 
 
 class FaceModel(nn.Module):
-    """Embedding network + classification head, trained (and averaged by EMA) together."""
+    """Embedding network + training objective (head, centres, metric loss), trained and EMA-averaged together.
 
-    def __init__(self, model_params: ModelParams, num_classes: int):
+    One module whose forward returns the loss, so that DDP averages the gradients of the head and the centres too.
+    """
+
+    def __init__(self, model_params: ModelParams, loss_params: LossParams, num_classes: int):
         super().__init__()
         self.net = FaceNet(model_params)
-        self.head = LinearHead(model_params.embedding_dim, num_classes)
+        self.objective = build_objective(loss_params, model_params.embedding_dim, num_classes)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.net(images), labels)
+    @property
+    def head(self) -> nn.Module:
+        return self.objective.head
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.net(images), labels, label_smoothing)
+
+
+def optimizer_groups(model: FaceModel, weight_decay: float) -> list[dict]:
+    """timm's groups (no weight decay on biases and norms) for everything but the centre-loss centres, which get
+    their own learning rate and no decay."""
+    special = model.objective.param_groups(0.0, include_head=False)
+    own = {id(p) for g in special for p in g["params"]}
+    groups = param_groups_weight_decay(model, weight_decay)
+    for g in groups:
+        g["params"] = [p for p in g["params"] if id(p) not in own]
+    return [g for g in groups if g["params"]] + special
 
 
 def resolve_device(name: str) -> torch.device:
@@ -198,11 +218,16 @@ def train(
         raise ValueError(f"train.batch_size={tp.batch_size} (the global batch) does not divide over {world} processes")
     dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
     torch.manual_seed(seed)
-    model = FaceModel(cfg.model, num_classes).to(device)
+    model = FaceModel(cfg.model, cfg.loss, num_classes).to(device)
     if tp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
-    sampler = EpochSampler(len(dataset), seed, tp.batch_size, distributed.rank(), world)
+    if cfg.loss.m_per_class:
+        sampler = MPerClassEpochSampler(
+            train_labels, cfg.loss.m_per_class, tp.batch_size, seed, distributed.rank(), world
+        )
+    else:
+        sampler = EpochSampler(len(dataset), seed, tp.batch_size, distributed.rank(), world)
     if sampler.length == 0:
         raise ValueError(f"train.batch_size={tp.batch_size} is larger than the {len(dataset)} training images")
     loader = DataLoader(
@@ -215,7 +240,13 @@ def train(
         prefetch_factor=4 if tp.num_workers > 0 else None,
     )
     steps_per_epoch = len(loader)
-    optimizer = create_optimizer_v2(model, opt=tp.optimizer, lr=tp.lr, weight_decay=tp.weight_decay)
+    optimizer = create_optimizer_v2(
+        model,
+        opt=tp.optimizer,
+        lr=tp.lr,
+        weight_decay=tp.weight_decay,
+        param_group_fn=lambda m: optimizer_groups(m, tp.weight_decay),
+    )
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
@@ -254,6 +285,11 @@ def train(
             if device.type != "cuda":
                 raise ValueError("train.sync_bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects: optimizer and EMA hold
+        if model.objective.metric is not None:  # pair mining and triplets must see the global batch
+            metric = model.objective.metric
+            metric.loss = distributed.wrap_for_global_batch(metric.loss)
+            if metric.miner is not None:
+                metric.miner = distributed.wrap_for_global_batch(metric.miner)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if distributed.is_main():
         for row in history:
@@ -265,7 +301,7 @@ def train(
         sampler.set_epoch(epoch)
         if world > 1:
             torch.manual_seed(distributed.rank_seed(seed, epoch))  # per-rank dropout draws, reproducible on resume
-        total, seen = 0.0, 0
+        total, seen, part_sums = 0.0, 0, {}
         desc = f"epoch {epoch + 1}/{tp.epochs}"
         bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
         for images, labels in bar:
@@ -274,8 +310,7 @@ def train(
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             with cast():
-                logits = net(images, labels)
-            loss = classification_loss(logits, labels, tp.label_smoothing)
+                loss, parts = net(images, labels, tp.label_smoothing)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower train.lr or turn off "
@@ -294,9 +329,15 @@ def train(
                 ema.update(model, step=step)
             total += loss.item() * len(labels)
             seen += len(labels)
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         total, seen = distributed.all_reduce_sum(total, seen)  # the mean over the global batches
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if len(part_sums) > 1:  # the loss has several parts: log each (unweighted) too
+            names = sorted(part_sums)
+            sums = distributed.all_reduce_sum(*(part_sums[n] for n in names))
+            row.update({f"train_{n}": v / max(seen, 1) for n, v in zip(names, sums, strict=True)})
         if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
             distributed.broadcast_buffers(ema if ema is not None else model)  # evaluate rank 0's model everywhere
             row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
@@ -333,12 +374,18 @@ def save_model(model: FaceModel, cfg: Params, classes: list[str], path: Path) ->
     """The inference artifact: weights (EMA), the model params to rebuild it and the class names."""
     with atomic_path(path) as tmp:
         torch.save(
-            {"model": model.state_dict(), "model_params": cfg.model.model_dump(mode="json"), "classes": classes}, tmp
+            {
+                "model": model.state_dict(),
+                "model_params": cfg.model.model_dump(mode="json"),
+                "loss_params": cfg.loss.model_dump(mode="json"),
+                "classes": classes,
+            },
+            tmp,
         )
 
 
 def load_model(path: Path, device: torch.device) -> tuple[FaceModel, list[str]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = FaceModel(ModelParams(**ckpt["model_params"]), len(ckpt["classes"]))
+    model = FaceModel(ModelParams(**ckpt["model_params"]), LossParams(**ckpt["loss_params"]), len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt["classes"]

@@ -33,8 +33,6 @@ from pipeline.params import LossParams
 
 log = logging.getLogger(__name__)
 
-COS_EPS = 1e-6  # distance of the target cosine from +-1 before acos
-
 
 def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast off, so the loss maths runs in fp32 even inside the training step's autocast region."""
@@ -79,9 +77,8 @@ class PmlHead(nn.Module):
             cosine = self.pml.get_cosine(emb)
             mask = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
             target = cosine[mask == 1]  # row order, one per sample
-            # acos'(+-1) is infinite: keep the target off the poles so an embedding on its class centre cannot NaN.
-            safe = target.clamp(-1.0 + COS_EPS, 1.0 - COS_EPS)
-            diff = (self.pml.modify_cosine_of_target_classes(safe) - target).unsqueeze(1)
+            # pml clamps to [-1, 1] before acos; the pole's infinite derivative is masked there (a test checks it).
+            diff = (self.pml.modify_cosine_of_target_classes(target) - target).unsqueeze(1)
             return self.pml.scale_logits(cosine + mask * diff, emb).float()
 
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -241,7 +238,7 @@ class MPerClassEpochSampler(Sampler):
     and draws its whole index list under a generator seeded with (seed, epoch): a resumed run sees the same batches.
     """
 
-    def __init__(self, labels: np.ndarray, m: int, batch_size: int, seed: int):
+    def __init__(self, labels: np.ndarray, m: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         labels = np.asarray(labels)
         classes = len(np.unique(labels))
         if batch_size % m:
@@ -252,6 +249,7 @@ class MPerClassEpochSampler(Sampler):
                 "a batch cannot hold that many distinct identities"
             )
         self.labels, self.m, self.batch_size, self.seed, self.epoch = labels, m, batch_size, seed, 0
+        self.rank, self.world = rank, world
         self.length = max(batch_size, (len(labels) // batch_size) * batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -265,7 +263,11 @@ class MPerClassEpochSampler(Sampler):
             order = list(sampler)
         finally:
             pml_common.NUMPY_RANDOM = saved
+        if self.world > 1:  # each rank takes its slice of every global batch, as engine.EpochSampler does
+            from pipeline.distributed import rank_share
+
+            order = rank_share(np.asarray(order), self.batch_size, self.rank, self.world).tolist()
         return iter((self.epoch, int(i)) for i in order)
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // self.world

@@ -65,7 +65,7 @@ class SyntheticParams(Section):
 
     identities: PosInt = 200  # classification identities (train_data/medium)
     large_identities: NonNegInt = 50  # extra identities only in train_data/large
-    train_images: PosInt = 24  # training images per classification identity
+    train_images: PosInt = 48  # training images per classification identity
     val_images: PosInt = 3  # validation_classification images per identity
     test_images: PosInt = 3  # test_classification images per identity
     val_verification_identities: Annotated[int, Field(ge=2)] = 60  # unseen identities for validation trials

@@ -111,3 +111,31 @@ def test_amp_dtype_choice():
     assert amp_dtype(cpu, False, "auto") is None
     with pytest.raises(ValueError, match="float16 needs CUDA"):
         amp_dtype(cpu, True, "float16")
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"head": "arcface", "scale": 16.0, "center_weight": 0.01, "center_lr": 0.05},
+        {"head": "cosface", "metric": "triplet", "miner": "semi_hard", "m_per_class": 4},
+    ],
+)
+def test_margin_heads_centres_and_metric_losses_train(tmp_path, loss):
+    p = parse_params(
+        {
+            "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
+            "loss": loss,
+            "train": {"epochs": 3, "batch_size": 16, "num_workers": 0, "verification_eval": False, "lr": 0.01},
+        },
+        check_model=False,
+    )
+    seen: list = []
+    model = run_train(p, tmp_path, seen)
+    assert seen[-1]["train_loss"] < seen[0]["train_loss"]
+    assert "train_ce" in seen[-1]
+    assert seen[-1]["val_accuracy"] >= 0.5
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    if loss.get("center_weight"):
+        groups = ckpt["optimizer"]["param_groups"]
+        assert [g["weight_decay"] for g in groups if g["initial_lr"] == 0.05] == [0.0]  # centres: own lr, no decay
+    assert model.head.predict(torch.randn(2, 32)).shape == (2, 4)

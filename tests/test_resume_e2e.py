@@ -25,8 +25,12 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
     project = make_project(tmp_path / "killed", PARAMS)
     checkpoint = project / "models/fold0/checkpoint.pt"
     proc = subprocess.Popen(
-        ["dvc", "repro"], cwd=project, env=git_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["dvc", "repro"],
+        cwd=project,
+        env=git_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 600
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:

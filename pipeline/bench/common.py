@@ -1,8 +1,9 @@
 """What the benchmarks share: the run context, timing that waits for the device, and the model-only step.
 
-`TrainStep` mirrors the inner loop of `pipeline.engine.train` (autocast, loss, scaler, clipping, optimiser,
-EMA, the per-step `loss.item()`); keep the two in step. It measures the model alone on ready tensors, the rate
-the data loader and the end-to-end loop are compared against.
+`TrainStep` mirrors the inner loop of `pipeline.engine.train` (its optimiser groups, autocast, the model's own
+loss, scaler, clipping, EMA, the per-step `loss.item()`) on one process; keep the two in step until the engine
+exposes its step. It measures the model alone on ready tensors, the rate the data loader and the end-to-end loop
+are compared against.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from pipeline.bench.dataset import BenchData
-from pipeline.engine import FaceModel, amp_dtype, autocast
-from pipeline.losses import classification_loss
+from pipeline.engine import FaceModel, amp_dtype, autocast, optimizer_groups
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def count_images(module: nn.Module) -> Iterator[list[int]]:
 def make_model(ctx: Context, num_classes: int, channels_last: bool | None = None) -> FaceModel:
     """The params' model on the bench device, in the params' memory format (or `channels_last` when given)."""
     torch.manual_seed(0)
-    model = FaceModel(ctx.params.model, num_classes).to(ctx.device)
+    model = FaceModel(ctx.params.model, ctx.params.loss, num_classes).to(ctx.device)
     if ctx.params.train.channels_last if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -109,7 +109,13 @@ class TrainStep:
     def __init__(self, ctx: Context, model: FaceModel, dtype: torch.dtype | None):
         tp = ctx.params.train
         self.tp, self.device, self.model = tp, ctx.device, model
-        self.optimizer = create_optimizer_v2(model, opt=tp.optimizer, lr=tp.lr, weight_decay=tp.weight_decay)
+        self.optimizer = create_optimizer_v2(
+            model,
+            opt=tp.optimizer,
+            lr=tp.lr,
+            weight_decay=tp.weight_decay,
+            param_group_fn=lambda m: optimizer_groups(m, tp.weight_decay),
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         self.ema = ModelEmaV3(model, decay=tp.ema_decay, use_warmup=True) if tp.ema else None
         self.cast = autocast(ctx.device, dtype)
@@ -123,8 +129,7 @@ class TrainStep:
         if tp.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.cast():
-            logits = model(x, labels)
-        loss = classification_loss(logits, labels, tp.label_smoothing)
+            loss, _ = model(x, labels, tp.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if tp.grad_clip > 0:

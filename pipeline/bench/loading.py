@@ -22,6 +22,7 @@ from pipeline.bench.common import Context, dtype_name, model_step_rate
 from pipeline.bench.report import Row
 from pipeline.data import FaceDataset, sample_seed
 from pipeline.engine import EpochSampler
+from pipeline.losses import MPerClassEpochSampler
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,18 @@ class JpegDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.labels[i]
 
 
-def make_loader(ctx: Context, dataset: Dataset) -> DataLoader:
-    """The DataLoader `pipeline.engine.train` builds (same sampler, workers, pinning and prefetch)."""
-    tp = ctx.params.train
+def make_loader(ctx: Context, dataset: Dataset, labels: np.ndarray) -> DataLoader:
+    """The DataLoader `pipeline.engine.train` builds on one process (same sampler, workers, pinning, prefetch)."""
+    tp, m = ctx.params.train, ctx.params.loss.m_per_class
     workers = tp.num_workers
+    if m:
+        sampler = MPerClassEpochSampler(labels, m, tp.batch_size, 0)
+    else:
+        sampler = EpochSampler(len(dataset), 0, tp.batch_size)
     return DataLoader(
         dataset,
         batch_size=tp.batch_size,
-        sampler=EpochSampler(len(dataset), 0, tp.batch_size),
+        sampler=sampler,
         num_workers=workers,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=workers > 0,
@@ -80,10 +85,10 @@ def run(ctx: Context) -> list[Row]:
         raise ValueError(f"the bench set has {len(labels)} training images, too few for {batches + 1} batches")
     transform = augment.build(ctx.params.augment)
     memmap = FaceDataset(data.array("train"), None, labels, transform, seed=0)
-    ours = loader_rate(make_loader(ctx, memmap), batches)
+    ours = loader_rate(make_loader(ctx, memmap, labels), batches)
     paths = data.manifest("train")["path"].tolist()
     jpeg = loader_rate(
-        make_loader(ctx, JpegDataset(data.raw, paths, labels, ctx.params.data.image_size, transform)), batches
+        make_loader(ctx, JpegDataset(data.raw, paths, labels, ctx.params.data.image_size, transform), labels), batches
     )
     workers = f"{tp.num_workers} worker{'s' if tp.num_workers != 1 else ''}"
     step = f"model step ({ctx.device.type}, {dtype_name(ctx.dtype)})"

@@ -31,6 +31,13 @@ class Row:
     note: str = ""
     extra: dict = field(default_factory=dict)  # machine-readable details (counts, sample sizes) for the JSON
 
+    def __post_init__(self) -> None:
+        # numpy scalars would not survive json.dumps
+        self.ours = float(self.ours)
+        self.base = None if self.base is None else float(self.base)
+        self.ratio = None if self.ratio is None else float(self.ratio)
+        self.met = None if self.met is None else bool(self.met)
+
 
 def _cpu_model() -> str:
     try:

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pipeline import augment
@@ -70,8 +69,7 @@ def plain_loop_rate(ctx: Context, n_classes: int, steps: int) -> tuple[float, fl
             started = time.perf_counter()
         x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=tp.label_smoothing)
+            loss, _ = model(x, y, tp.label_smoothing)  # the same model and objective (params.loss) as ours
         optimizer.zero_grad()
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -46,6 +46,7 @@ def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
     train = {k: v for k, v in p.train.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
     data = {"image_size": p.data.image_size}
     spec = {"seed": p.seed, "fold": fold, "model": p.model.model_dump(mode="json"), "train": train, "data": data}
+    spec["loss"] = p.loss.model_dump(mode="json")
     code = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("pipeline") and m.__file__)
     spec["files"] = [sha256_file(f) for f in inputs]
     spec["code"] = [sha256_file(f) for f in code]
