@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,11 @@ def train(
         prefetch_factor=4 if tp.num_workers > 0 else None,
     )
     steps_per_epoch = len(loader)
+    epochs = max(tp.epochs, math.ceil(tp.min_steps / steps_per_epoch))
+    if epochs > tp.epochs:
+        log.info(
+            "%d steps per epoch: training %d epochs to reach train.min_steps=%d", steps_per_epoch, epochs, tp.min_steps
+        )
     optimizer = create_optimizer_v2(
         model,
         opt=tp.optimizer,
@@ -250,7 +256,7 @@ def train(
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
-        num_epochs=tp.epochs,
+        num_epochs=epochs,
         min_lr=tp.min_lr,
         warmup_lr=tp.lr * 0.01,
         warmup_epochs=tp.warmup_epochs,
@@ -274,7 +280,7 @@ def train(
                 ema.load_state_dict(ckpt["ema"])
             _set_rng_state(ckpt["rng"])
             start_epoch, history = ckpt["epoch"], ckpt["history"]
-            log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, tp.epochs)
+            log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, epochs)
             if ckpt.get("world_size", 1) != world:
                 log.info("it was written by %d processes; this run has %d", ckpt.get("world_size", 1), world)
         else:
@@ -296,13 +302,13 @@ def train(
             log_metrics(row)
 
     step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, tp.epochs):
+    for epoch in range(start_epoch, epochs):
         model.train()
         sampler.set_epoch(epoch)
         if world > 1:
             torch.manual_seed(distributed.rank_seed(seed, epoch))  # per-rank dropout draws, reproducible on resume
         total, seen, part_sums = 0.0, 0, {}
-        desc = f"epoch {epoch + 1}/{tp.epochs}"
+        desc = f"epoch {epoch + 1}/{epochs}"
         bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
         for images, labels in bar:
             images = images.to(device, non_blocking=True).float()
@@ -338,12 +344,10 @@ def train(
             names = sorted(part_sums)
             sums = distributed.all_reduce_sum(*(part_sums[n] for n in names))
             row.update({f"train_{n}": v / max(seen, 1) for n, v in zip(names, sums, strict=True)})
-        if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
+        if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == epochs:
             distributed.broadcast_buffers(ema if ema is not None else model)  # evaluate rank 0's model everywhere
             row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
-        log.info(
-            "epoch %d/%d %s", epoch + 1, tp.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
-        )
+        log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         history.append(row)
         if distributed.is_main():  # the unwrapped model's keys: one format for any number of processes
             with atomic_path(ckpt_path) as tmp:

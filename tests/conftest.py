@@ -29,7 +29,7 @@ TINY_PARAMS = {
         "val_trials": 60,
         "test_trials": 60,
     },
-    "train": {"epochs": 2, "batch_size": 32, "num_workers": 0},
+    "train": {"epochs": 2, "min_steps": 0, "batch_size": 32, "num_workers": 0},
     "embed": {"batch_size": 128},
     "augment": {"preview_images": 4},
 }

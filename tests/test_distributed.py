@@ -407,11 +407,11 @@ def _loss_job(out: Path) -> None:
 
 def _infer_job(out: Path) -> None:
     from pipeline.engine import FaceModel, infer
-    from pipeline.params import ModelParams
+    from pipeline.params import LossParams, ModelParams
 
     distributed.init_from_env(TrainParams())
     torch.manual_seed(0)
-    model = FaceModel(ModelParams(name="resnet18", width=0.25, embedding_dim=16), 5).eval()
+    model = FaceModel(ModelParams(name="resnet18", width=0.25, embedding_dim=16), LossParams(), 5).eval()
     images = np.random.default_rng(0).integers(0, 256, (37, 16, 16, 3), dtype=np.uint8)
     arrays = {}
     for n, batch in ((37, 8), (5, 8)):
@@ -434,7 +434,7 @@ def _train_job(out: Path, stop_after: int, variant: str) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     model = {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2}
-    train = {"epochs": 3, "batch_size": 16, "num_workers": 0, "verification_eval": False}
+    train = {"epochs": 3, "min_steps": 0, "batch_size": 16, "num_workers": 0, "verification_eval": False}
     if variant == "nobn":
         model["drop_rate"], train["amp"] = 0.0, False
         engine.FaceModel = _without_batchnorm(engine.FaceModel)

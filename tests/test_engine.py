@@ -17,7 +17,14 @@ def tiny_params(**train) -> Params:
     return parse_params(
         {
             "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
-            "train": {"epochs": 3, "batch_size": 16, "num_workers": 0, "verification_eval": False, **train},
+            "train": {
+                "epochs": 3,
+                "min_steps": 0,
+                "batch_size": 16,
+                "num_workers": 0,
+                "verification_eval": False,
+                **train,
+            },
         },
         check_model=False,
     )
@@ -125,7 +132,14 @@ def test_margin_heads_centres_and_metric_losses_train(tmp_path, loss):
         {
             "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
             "loss": loss,
-            "train": {"epochs": 3, "batch_size": 16, "num_workers": 0, "verification_eval": False, "lr": 0.01},
+            "train": {
+                "epochs": 3,
+                "min_steps": 0,
+                "batch_size": 16,
+                "num_workers": 0,
+                "verification_eval": False,
+                "lr": 0.01,
+            },
         },
         check_model=False,
     )
@@ -139,3 +153,9 @@ def test_margin_heads_centres_and_metric_losses_train(tmp_path, loss):
         groups = ckpt["optimizer"]["param_groups"]
         assert [g["weight_decay"] for g in groups if g["initial_lr"] == 0.05] == [0.0]  # centres: own lr, no decay
     assert model.head.predict(torch.randn(2, 32)).shape == (2, 4)
+
+
+def test_min_steps_gives_a_small_data_set_more_epochs(tmp_path):
+    seen: list = []
+    run_train(tiny_params(epochs=2, min_steps=18), tmp_path, seen)  # 64 images, batch 16: 4 steps per epoch
+    assert [row["epoch"] for row in seen] == [1, 2, 3, 4, 5]

@@ -11,7 +11,7 @@ from tests.conftest import TINY_PARAMS, make_project, merge, run, shared_data
 
 pytestmark = pytest.mark.slow
 
-TRAIN_ONLY = {k: v for k, v in TINY_PARAMS.items() if k != "synthetic"}
+TRAIN_ONLY = merge({k: v for k, v in TINY_PARAMS.items() if k != "synthetic"}, {"folds": {"train": [0]}})
 
 
 def test_local_hw2p2_folder_of_64px_real_faces(tmp_path: Path):

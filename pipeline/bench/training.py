@@ -94,7 +94,15 @@ def run(ctx: Context) -> list[Row]:
     rows = np.sort(np.random.default_rng(0).choice(medium, size=steps * batch, replace=False))
     cfg = with_overrides(
         ctx.params,
-        {"train": {"epochs": 2, "warmup_epochs": 0.0, "verification_eval": False, "device": ctx.device.type}},
+        {
+            "train": {
+                "epochs": 2,
+                "min_steps": 0,
+                "warmup_epochs": 0.0,
+                "verification_eval": False,
+                "device": ctx.device.type,
+            }
+        },
     )
     marks: list[float] = []
     start = time.perf_counter()
