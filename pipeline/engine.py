@@ -242,9 +242,15 @@ def train(
     )
     steps_per_epoch = len(loader)
     epochs = max(tp.epochs, math.ceil(tp.min_steps / steps_per_epoch))
+    eval_every = tp.eval_every
     if epochs > tp.epochs:
+        eval_every = max(eval_every, epochs // tp.epochs)  # as many evaluations as the planned epochs would have had
         log.info(
-            "%d steps per epoch: training %d epochs to reach train.min_steps=%d", steps_per_epoch, epochs, tp.min_steps
+            "%d steps per epoch: training %d epochs to reach train.min_steps=%d, evaluating every %d",
+            steps_per_epoch,
+            epochs,
+            tp.min_steps,
+            eval_every,
         )
     optimizer = create_optimizer_v2(
         model,
@@ -344,7 +350,7 @@ def train(
             names = sorted(part_sums)
             sums = distributed.all_reduce_sum(*(part_sums[n] for n in names))
             row.update({f"train_{n}": v / max(seen, 1) for n, v in zip(names, sums, strict=True)})
-        if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == epochs:
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             distributed.broadcast_buffers(ema if ema is not None else model)  # evaluate rank 0's model everywhere
             row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))

@@ -20,16 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import images
+from pipeline.archive import LayoutError
 from pipeline.io import atomic_dir, write_json
 from pipeline.params import DataParams, LayoutParams, SubmissionParams
 from pipeline.scoring import check_trial_images, read_trials
 from pipeline.submission import classification_ids, read_order
 
 log = logging.getLogger(__name__)
-
-
-class LayoutError(ValueError):
-    """The competition folder does not have the HW2P2 layout; the message lists every problem."""
 
 
 def natural_key(name: str) -> list:

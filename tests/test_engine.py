@@ -159,3 +159,4 @@ def test_min_steps_gives_a_small_data_set_more_epochs(tmp_path):
     seen: list = []
     run_train(tiny_params(epochs=2, min_steps=18), tmp_path, seen)  # 64 images, batch 16: 4 steps per epoch
     assert [row["epoch"] for row in seen] == [1, 2, 3, 4, 5]
+    assert [row["epoch"] for row in seen if "val_accuracy" in row] == [2, 4, 5]  # no more evaluations than planned

@@ -115,8 +115,9 @@ def format_table(rows: list[Row], info: dict, scale: str) -> str:
         f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
         f"{info['memory_gib']} GiB; python {info['python']}, torch {info['torch']}, numpy {info['numpy']}; "
         f"device {info['device']}{gpu}",
-        f"load average: {info['load_average_start']} at start, {info['load_average']} at end "
-        f"(figures are noisy when it is near or above the core count); peak RSS {peak_rss_mib():.0f} MiB",
+        f"load average: {info['load_average_start']} at start (other work: figures are noise when it nears the core "
+        f"count), {info['load_average']} at end (includes the bench itself); peak RSS {peak_rss_mib():.0f} MiB "
+        "(memory-mapped arrays included)",
     ]
     return "\n".join(out)
 
