@@ -23,5 +23,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(BIN)/python -m pipeline.bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
