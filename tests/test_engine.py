@@ -13,10 +13,11 @@ from pipeline.params import Params, parse_params
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def tiny_params(**train) -> Params:
+def tiny_params(loss: dict | None = None, **train) -> Params:
     return parse_params(
         {
             "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
+            "loss": loss or {},
             "train": {
                 "epochs": 3,
                 "min_steps": 0,
@@ -128,21 +129,7 @@ def test_amp_dtype_choice():
     ],
 )
 def test_margin_heads_centres_and_metric_losses_train(tmp_path, loss):
-    p = parse_params(
-        {
-            "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
-            "loss": loss,
-            "train": {
-                "epochs": 3,
-                "min_steps": 0,
-                "batch_size": 16,
-                "num_workers": 0,
-                "verification_eval": False,
-                "lr": 0.01,
-            },
-        },
-        check_model=False,
-    )
+    p = tiny_params(loss, lr=0.01)
     seen: list = []
     model = run_train(p, tmp_path, seen)
     assert seen[-1]["train_loss"] < seen[0]["train_loss"]
