@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import images
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, check_free_space
 from pipeline.params import ImagefolderParams, LayoutParams
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ def build_competition(src: Path, out: Path, solution: Path, p: ImagefolderParams
         (tmp / rel).write_bytes(buf.tobytes())
         return None
 
+    side = p.image_size or 256  # 0 keeps the source size: estimate generously
+    check_free_space(out, len(jobs) * (4096 + side * side * 3 // 2), "the imagefolder competition")
     with atomic_dir(solution) as sol_tmp, atomic_dir(out) as tmp:
         for rel in {str(Path(r).parent) for _, r in jobs} | {layout.test_classification_dir}:
             (tmp / rel).mkdir(parents=True, exist_ok=True)

@@ -15,26 +15,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.archive import find_layout_root, is_archive, safe_extract
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, check_free_space
 from pipeline.params import LayoutParams
 
 log = logging.getLogger(__name__)
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def mirror_tree(src: Path, dest: Path) -> int:
-    """Recreate `src` under `dest` file by file (hard links, else copies). Returns the number of files."""
+    """Recreate `src` under `dest` file by file: hard links (no space, no time) when `dest` is on the same file
+    system, else copies, after checking there is room for them. Returns the number of files."""
     files = [Path(d, f) for d, _, names in os.walk(src) for f in names if not f.startswith(".")]
-    for path in tqdm(files, desc="linking", unit="file", mininterval=1.0):
+    place = os.link
+    for i, path in enumerate(tqdm(files, desc="linking", unit="file", mininterval=1.0)):
         target = dest / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(str(path), str(target))
+        try:
+            place(str(path), str(target))
+        except OSError:
+            if place is shutil.copy2:
+                raise
+            place = shutil.copy2  # another file system: copy from here on
+            check_free_space(dest, sum(f.stat().st_size + 4096 for f in files[i:]), f"copying {src}")
+            place(str(path), str(target))
     return len(files)
 
 

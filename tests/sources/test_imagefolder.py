@@ -78,3 +78,15 @@ def test_same_output_twice(tmp_path):
     build(orl, tmp_path / "b", image_size=32)
     for rel in (LAYOUT.val_trials, LAYOUT.test_trials, LAYOUT.test_order):
         assert (tmp_path / "a/raw" / rel).read_bytes() == (tmp_path / "b/raw" / rel).read_bytes()
+
+
+def test_local_folder_is_linked_not_modified(tmp_path):
+    from pipeline.sources.local import import_local
+
+    orl = shared_data("orl40") / "images"
+    build(orl, tmp_path / "built", image_size=32)
+    import_local(tmp_path / "built" / "raw", LAYOUT, tmp_path / "raw")
+    src = tmp_path / "built" / "raw" / LAYOUT.test_order
+    dst = tmp_path / "raw" / LAYOUT.test_order
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_ino == src.stat().st_ino  # same file system: a hard link, no copy
