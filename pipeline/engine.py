@@ -70,6 +70,80 @@ def optimizer_groups(model: FaceModel, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]] + special
 
 
+def make_loader(
+    dataset: FaceDataset,
+    labels: np.ndarray,
+    cfg: Params,
+    seed: int,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
+    """The training DataLoader: a sampler yielding (epoch, index) keys (m-per-class when `loss.m_per_class`),
+    this rank's share of each global batch, `train.num_workers` workers."""
+    tp = cfg.train
+    if cfg.loss.m_per_class:
+        sampler = MPerClassEpochSampler(labels, cfg.loss.m_per_class, tp.batch_size, seed, rank, world)
+    else:
+        sampler = EpochSampler(len(dataset), seed, tp.batch_size, rank, world)
+    if sampler.length == 0:
+        raise ValueError(f"train.batch_size={tp.batch_size} is larger than the {len(dataset)} training images")
+    return DataLoader(
+        dataset,
+        batch_size=tp.batch_size // world,
+        sampler=sampler,
+        num_workers=tp.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=tp.num_workers > 0,
+        prefetch_factor=4 if tp.num_workers > 0 else None,
+    )
+
+
+class TrainStep:
+    """One optimisation step on a batch already on the device: autocast forward, loss check, scaled backward,
+    gradient clipping, optimiser step, EMA update. `net` is the model itself or its DDP wrapper."""
+
+    def __init__(self, model: FaceModel, tp: TrainParams, device: torch.device, dtype: torch.dtype | None):
+        self.model, self.net, self.tp = model, model, tp
+        self.optimizer = create_optimizer_v2(
+            model,
+            opt=tp.optimizer,
+            lr=tp.lr,
+            weight_decay=tp.weight_decay,
+            param_group_fn=lambda m: optimizer_groups(m, tp.weight_decay),
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # fp16 only: bf16 needs none
+        self.ema = ModelEmaV3(model, decay=tp.ema_decay, use_warmup=True) if tp.ema else None
+        self.cast = autocast(device, dtype)
+        self.step = 0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, float]]:
+        """Returns the loss (read every step: a device sync on CUDA) and its parts.
+
+        Raises:
+            NonFiniteLoss: before any weight changes.
+        """
+        x = images.float()
+        if self.tp.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.cast():
+            loss, parts = self.net(x, labels, self.tp.label_smoothing)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value} at step {self.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.tp.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.tp.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+        return value, parts
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
@@ -223,23 +297,8 @@ def train(
     if tp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
-    if cfg.loss.m_per_class:
-        sampler = MPerClassEpochSampler(
-            train_labels, cfg.loss.m_per_class, tp.batch_size, seed, distributed.rank(), world
-        )
-    else:
-        sampler = EpochSampler(len(dataset), seed, tp.batch_size, distributed.rank(), world)
-    if sampler.length == 0:
-        raise ValueError(f"train.batch_size={tp.batch_size} is larger than the {len(dataset)} training images")
-    loader = DataLoader(
-        dataset,
-        batch_size=tp.batch_size // world,
-        sampler=sampler,
-        num_workers=tp.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=tp.num_workers > 0,
-        prefetch_factor=4 if tp.num_workers > 0 else None,
-    )
+    loader = make_loader(dataset, train_labels, cfg, seed, device, distributed.rank(), world)
+    sampler = loader.sampler
     steps_per_epoch = len(loader)
     epochs = max(tp.epochs, math.ceil(tp.min_steps / steps_per_epoch))
     eval_every = tp.eval_every
@@ -252,13 +311,8 @@ def train(
             tp.min_steps,
             eval_every,
         )
-    optimizer = create_optimizer_v2(
-        model,
-        opt=tp.optimizer,
-        lr=tp.lr,
-        weight_decay=tp.weight_decay,
-        param_group_fn=lambda m: optimizer_groups(m, tp.weight_decay),
-    )
+    trainer = TrainStep(model, tp, device, dtype)
+    optimizer, scaler, ema = trainer.optimizer, trainer.scaler, trainer.ema
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
@@ -269,9 +323,6 @@ def train(
         step_on_epochs=False,
         updates_per_epoch=steps_per_epoch,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    ema = ModelEmaV3(model, decay=tp.ema_decay, use_warmup=True) if tp.ema else None
-    cast = autocast(device, dtype)
 
     ckpt_path = out_dir / "checkpoint.pt"
     start_epoch, history = 0, []
@@ -291,7 +342,6 @@ def train(
                 log.info("it was written by %d processes; this run has %d", ckpt.get("world_size", 1), world)
         else:
             log.info("%s was written with other params or data; training from scratch", ckpt_path)
-    net = model  # what the training step calls; with several processes, DDP averages the gradients
     if world > 1:
         if tp.sync_bn:
             if device.type != "cuda":
@@ -302,12 +352,14 @@ def train(
             metric.loss = distributed.wrap_for_global_batch(metric.loss)
             if metric.miner is not None:
                 metric.miner = distributed.wrap_for_global_batch(metric.miner)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trainer.net = nn.parallel.DistributedDataParallel(  # averages the gradients over the processes
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if distributed.is_main():
         for row in history:
             log_metrics(row)
 
-    step = start_epoch * steps_per_epoch
+    step = trainer.step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, epochs):
         model.train()
         sampler.set_epoch(epoch)
@@ -317,29 +369,18 @@ def train(
         desc = f"epoch {epoch + 1}/{epochs}"
         bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
         for images, labels in bar:
-            images = images.to(device, non_blocking=True).float()
-            if tp.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            with cast():
-                loss, parts = net(images, labels, tp.label_smoothing)
-            if not torch.isfinite(loss):
+            try:
+                loss, parts = trainer(images, labels)
+            except NonFiniteLoss as err:
                 raise NonFiniteLoss(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower train.lr or turn off "
-                    f"train.amp. The last good checkpoint is kept: {ckpt_path} ({len(history)} epochs done)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tp.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+                    f"{err} (epoch {epoch + 1}); lower train.lr or turn off train.amp. "
+                    f"The last good checkpoint is kept: {ckpt_path} ({len(history)} epochs done)"
+                ) from None
             step += 1
             scheduler.step_update(num_updates=step)
-            if ema is not None:
-                ema.update(model, step=step)
-            total += loss.item() * len(labels)
+            total += loss * len(labels)
             seen += len(labels)
             for name, value in parts.items():
                 part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)

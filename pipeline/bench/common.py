@@ -1,9 +1,7 @@
 """What the benchmarks share: the run context, timing that waits for the device, and the model-only step.
 
-`TrainStep` mirrors the inner loop of `pipeline.engine.train` (its optimiser groups, autocast, the model's own
-loss, scaler, clipping, EMA, the per-step `loss.item()`) on one process; keep the two in step until the engine
-exposes its step. It measures the model alone on ready tensors, the rate the data loader and the end-to-end loop
-are compared against.
+`train_step` is `pipeline.engine.TrainStep`, the step `engine.train` runs, on one process: it measures the model
+alone on ready tensors, the rate the data loader and the end-to-end loop are compared against.
 """
 
 from __future__ import annotations
@@ -18,12 +16,10 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
-from timm.utils import ModelEmaV3
 from torch import nn
 
 from pipeline.bench.dataset import BenchData
-from pipeline.engine import FaceModel, amp_dtype, autocast, optimizer_groups
+from pipeline.engine import FaceModel, TrainStep, amp_dtype
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)
@@ -103,44 +99,12 @@ def maybe_compile(ctx: Context, model: FaceModel) -> FaceModel:
     return model
 
 
-class TrainStep:
-    """One optimisation step of `pipeline.engine.train`, on tensors already on the device."""
-
-    def __init__(self, ctx: Context, model: FaceModel, dtype: torch.dtype | None):
-        tp = ctx.params.train
-        self.tp, self.device, self.model = tp, ctx.device, model
-        self.optimizer = create_optimizer_v2(
-            model,
-            opt=tp.optimizer,
-            lr=tp.lr,
-            weight_decay=tp.weight_decay,
-            param_group_fn=lambda m: optimizer_groups(m, tp.weight_decay),
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-        self.ema = ModelEmaV3(model, decay=tp.ema_decay, use_warmup=True) if tp.ema else None
-        self.cast = autocast(ctx.device, dtype)
-        self.step = 0
-        maybe_compile(ctx, model)  # after the EMA copy: the copy stays a plain module
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        tp, model = self.tp, self.model
-        model.train()
-        x = images.float()
-        if tp.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.cast():
-            loss, _ = model(x, labels, tp.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if tp.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        if self.ema is not None:
-            self.ema.update(model, step=self.step)
-        return loss.item()  # the engine reads the loss every step (a device sync on CUDA): so does the bench
+def train_step(ctx: Context, model: FaceModel, dtype: torch.dtype | None) -> TrainStep:
+    """The engine's own training step (optimiser groups, autocast, loss, scaler, clipping, EMA), `--compile` applied
+    after the EMA copy so the copy stays a plain module."""
+    step = TrainStep(model, ctx.params.train, ctx.device, dtype)
+    maybe_compile(ctx, model)
+    return step
 
 
 def model_step_rate(ctx: Context, num_classes: int, dtype: torch.dtype | None | str = "params") -> float:
@@ -157,7 +121,7 @@ def model_step_rate(ctx: Context, num_classes: int, dtype: torch.dtype | None | 
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (tp.batch_size, 3, size, size), dtype=np.uint8)).to(ctx.device)
     labels = torch.from_numpy(rng.integers(0, num_classes, tp.batch_size)).to(ctx.device)
-    step = TrainStep(ctx, make_model(ctx, num_classes), dtype)
+    step = train_step(ctx, make_model(ctx, num_classes), dtype)
     for _ in range(ctx.steps(5, 2) + (10 if ctx.compile else 0)):  # warm-up: allocator, oneDNN/cuDNN, compile
         step(images, labels)
     n = ctx.steps(30, 3)

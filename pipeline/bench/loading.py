@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import augment, images
+from pipeline import augment, engine, images
 from pipeline.bench.common import Context, dtype_name, model_step_rate
 from pipeline.bench.report import Row
 from pipeline.data import FaceDataset, sample_seed
-from pipeline.engine import EpochSampler
-from pipeline.losses import MPerClassEpochSampler
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +44,8 @@ class JpegDataset(Dataset):
 
 
 def make_loader(ctx: Context, dataset: Dataset, labels: np.ndarray) -> DataLoader:
-    """The DataLoader `pipeline.engine.train` builds on one process (same sampler, workers, pinning, prefetch)."""
-    tp, m = ctx.params.train, ctx.params.loss.m_per_class
-    workers = tp.num_workers
-    if m:
-        sampler = MPerClassEpochSampler(labels, m, tp.batch_size, 0)
-    else:
-        sampler = EpochSampler(len(dataset), 0, tp.batch_size)
-    return DataLoader(
-        dataset,
-        batch_size=tp.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    """The DataLoader `pipeline.engine.train` builds on one process (its own factory)."""
+    return engine.make_loader(dataset, labels, ctx.params, 0, ctx.device)
 
 
 def loader_rate(loader: DataLoader, batches: int) -> float:
