@@ -27,7 +27,7 @@ class BadImage(ValueError):
     """An image file that cannot be decoded; the message says why."""
 
 
-def decode(data: bytes, name: str = "") -> np.ndarray:
+def decode(data: bytes) -> np.ndarray:
     """Decode encoded bytes to an RGB uint8 HxWx3 array.
 
     Raises:
@@ -45,7 +45,7 @@ def decode(data: bytes, name: str = "") -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     with open(path, "rb") as f:
-        return decode(f.read(), str(path))
+        return decode(f.read())
 
 
 def fit(img: np.ndarray, size: int, center_crop: float = 1.0) -> np.ndarray:
