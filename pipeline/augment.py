@@ -5,6 +5,7 @@ The augment stage serialises it with ``A.save`` so training loads exactly what w
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import albumentations as A
@@ -42,6 +43,16 @@ def build(p: AugmentParams) -> A.Compose:
     )
 
 
+def reseed(transform: A.BaseCompose, seed: int) -> None:
+    """Seed one draw of `transform`: its transforms share one numpy and one Python generator seeded with `seed`.
+
+    Not `set_random_seed`, which gives every transform its own generator seeded identically: each transform's
+    first draw is then the same number, so the "apply?" decisions are nested instead of independent (every
+    flipped image was also rotated and colour-jittered), and making 2 x 8 generators costs ~90 us per image.
+    """
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 def save(transform: A.Compose, path: Path) -> None:
     with atomic_path(path) as tmp:
         A.save(transform, str(tmp), data_format="json")
@@ -65,7 +76,7 @@ def preview_grid(images: np.ndarray, transform: A.Compose, n: int, seed: int, pa
         original = np.asarray(images[idx])
         views = [original]
         for draw in range(2):
-            transform.set_random_seed(int(seed + 1000 * draw + col))
+            reseed(transform, int(seed + 1000 * draw + col))
             views.append(transform(image=original)["image"])
         for row, view in enumerate(views):
             axes[row, col].imshow(view)

@@ -1,19 +1,15 @@
-"""Decoded-image arrays and datasets.
+"""Decoded-image arrays and manifests.
 
 The decode stage turns each manifest into one uint8 N x S x S x 3 ``.npy`` array (decoded once, memory-mapped by
-training and embedding), so JPEG decoding never sits in the training loop. Datasets hand uint8 CHW tensors to
-the model, which normalises on its own device.
+training and embedding), so JPEG decoding never sits in the training loop (`pipeline.dataset` reads them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from pipeline import images
 from pipeline.io import atomic_path
@@ -49,41 +45,3 @@ def read_manifest(index: Path, name: str) -> pd.DataFrame:
 
 def load_array(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A per-sample augmentation seed: the same image gets the same draw in the same epoch on every run,
-    whatever the number of workers or an interruption in between."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
-
-
-class FaceDataset(Dataset):
-    """Images from a decoded array (optionally a subset of rows), with labels and an albumentations transform."""
-
-    def __init__(
-        self,
-        array: np.ndarray,
-        rows: np.ndarray | None = None,
-        labels: np.ndarray | None = None,
-        transform: A.BaseCompose | None = None,
-        seed: int = 0,
-    ):
-        self.array = array
-        self.rows = np.arange(len(array)) if rows is None else np.asarray(rows)
-        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
-        self.transform = transform
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`key` is an index, or (epoch, index) from a sampler that tells workers the epoch."""
-        epoch, i = key if isinstance(key, tuple) else (0, key)
-        img = np.asarray(self.array[self.rows[i]])
-        if self.transform is not None:
-            self.transform.set_random_seed(sample_seed(self.seed, epoch, int(self.rows[i])))
-            img = self.transform(image=img)["image"]
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        y = self.labels[i] if self.labels is not None else torch.tensor(-1)
-        return x, y

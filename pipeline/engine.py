@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from pipeline import distributed, metrics
-from pipeline.data import FaceDataset
+from pipeline.dataset import FaceDataset
+from pipeline.ensemble import verification_scores
 from pipeline.io import atomic_path
 from pipeline.losses import MPerClassEpochSampler, build_objective
 from pipeline.models import FaceNet, l2_normalise
 from pipeline.params import LossParams, ModelParams, Params, TrainParams
-from pipeline.scoring import trial_scores
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params
         out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
     if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
         emb, _ = distributed.infer_sharded(model, sets.ver_images, **kw)
-        scores = trial_scores(emb, sets.ver_names, sets.trials, metric=cfg.score.metric)
+        scores = verification_scores(emb, sets.ver_names, sets.trials, cfg.score)
         out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
     return out
 
@@ -280,11 +280,13 @@ def train(
     seed: int,
     fingerprint: str,
     log_metrics: Callable[[dict[str, float]], None],
+    init: FaceModel | None = None,
 ) -> FaceModel:
     """Train one model, checkpointing after every epoch to ``out_dir/checkpoint.pt`` and resuming from it.
 
     `log_metrics` is called once per epoch, in order, also for epochs replayed from a resumed checkpoint.
-    Returns the EMA model (or the raw one when EMA is off), in eval mode.
+    `init` (phase 2 of the transfer recipe) gives the starting weights: its network, and its head when the head
+    is of the same kind and size. Returns the EMA model (or the raw one when EMA is off), in eval mode.
     """
     tp: TrainParams = cfg.train
     device = distributed.local_device(resolve_device(tp.device))
@@ -293,7 +295,11 @@ def train(
         raise ValueError(f"train.batch_size={tp.batch_size} (the global batch) does not divide over {world} processes")
     dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
     torch.manual_seed(seed)
-    model = FaceModel(cfg.model, cfg.loss, num_classes).to(device)
+    model = FaceModel(cfg.model, cfg.loss, num_classes)
+    if init is not None:
+        carried = start_from(model, init)
+        log.info("starting from the phase-1 weights: %s", ", ".join(carried))
+    model = model.to(device)
     if tp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
@@ -419,6 +425,23 @@ def train(
     final = ema.module if ema is not None else model
     final.eval()
     return final
+
+
+def start_from(model: FaceModel, init: FaceModel) -> list[str]:
+    """Copy `init`'s weights into `model`: the whole network, and each part of the objective (head, centres) whose
+    kind and tensor shapes match. The cosine heads (NormFace and the margin heads) share one layout of class
+    vectors, so e.g. ArcFace fine-tuning starts from a NormFace head's classes. Returns the parts carried over."""
+    model.net.load_state_dict(init.net.state_dict())
+    carried = ["network"]
+    for name in ("head", "center"):
+        mine, theirs = getattr(model.objective, name), getattr(init.objective, name)
+        if mine is None or theirs is None or type(mine) is not type(theirs):
+            continue
+        a, b = mine.state_dict(), theirs.state_dict()
+        if a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a):
+            mine.load_state_dict(b)
+            carried.append(name)
+    return carried
 
 
 def save_model(model: FaceModel, cfg: Params, classes: list[str], path: Path) -> None:

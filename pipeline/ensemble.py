@@ -44,12 +44,22 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (scores.std() + 1e-12)
 
 
+def verification_scores(embeddings: np.ndarray, names: list[str], trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
+    """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
+    scored is subtracted first, so that the direction every face shares does not count as similarity. It uses
+    the images' embeddings and nothing of their labels; Euclidean distances do not change under it."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if p.center and p.metric == "cosine" and len(emb) > 1:
+        emb = emb - emb.mean(axis=0)
+    return trial_scores(emb, names, trials, metric=p.metric)
+
+
 def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
     """Ensemble trial scores: cosine of the mean L2-normalised embedding, or the mean of z-scored fold scores."""
     if p.ensemble == "mean_embedding":
         mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
-        return trial_scores(mean, folds[0].names(split), trials, metric=p.metric)
-    per_fold = [zscore(trial_scores(f.embeddings(split), f.names(split), trials, metric=p.metric)) for f in folds]
+        return verification_scores(mean, folds[0].names(split), trials, p)
+    per_fold = [zscore(verification_scores(f.embeddings(split), f.names(split), trials, p)) for f in folds]
     return np.mean(per_fold, axis=0).astype(np.float32)
 
 
@@ -65,23 +75,32 @@ def evaluate(
     val_trials: pd.DataFrame,
     val_labels: np.ndarray,
     p: ScoreParams,
+    unseen: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Validation metrics per fold and for the ensemble, and the validation scores (for ROC plots).
 
-    `val_labels` are class indices of the validation classification images, in manifest order.
+    `val_labels` are class indices of the validation classification images, in manifest order. `unseen` maps a
+    fold's name to a mask of the validation classification images it did not train on (`folds.holdout:
+    validation`); without it no fold trained on any. Each fold's accuracy counts only its unseen images, and the
+    ensemble's averages, for each image, the folds that did not see it (out of fold).
     """
     _check_aligned(folds)
     labels = val_trials["label"].to_numpy()
+    every = np.ones(len(val_labels), dtype=bool)
+    masks = {f.name: (unseen or {}).get(f.name, every) for f in folds}
     results: dict[str, dict[str, float]] = {}
     scores: dict[str, np.ndarray] = {}
     for fold in folds:
-        s = trial_scores(fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p.metric)
+        s = verification_scores(fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p)
         scores[fold.name] = s
-        results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"], val_labels)
+        m = masks[fold.name]
+        results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"][m], val_labels[m])
     s = combined_scores(folds, "val_verification", val_trials, p)
     scores["ensemble"] = s
-    probs = np.mean([f.data["val_classification_probs"] for f in folds], axis=0)
-    results["ensemble"] = _metrics(labels, s, p.far, probs, val_labels)
+    weights = np.stack([masks[f.name] for f in folds]).astype(np.float32)  # folds x images
+    probs = np.einsum("fi,fic->ic", weights, np.stack([f.data["val_classification_probs"] for f in folds]))
+    covered = weights.sum(axis=0) > 0  # images some trained fold held out
+    results["ensemble"] = _metrics(labels, s, p.far, probs[covered], val_labels[covered])
     return results, scores
 
 

@@ -1,25 +1,33 @@
-"""Stratified K-fold assignment of the classification training images (a versioned artifact, `folds/folds.csv`)."""
+"""Stratified K-fold assignment (a versioned artifact, `folds/folds.csv`) of the images the folds hold out: the
+training images (`folds.holdout: train`) or the validation classification images (`folds.holdout: validation`)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 log = logging.getLogger(__name__)
 
 
-def assign_folds(train: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+def assign_folds(train: pd.DataFrame, k: int, seed: int, what: str = "training images") -> pd.DataFrame:
     """Return ``path, identity, fold`` with each identity's images spread over the k folds.
 
     Raises:
-        ValueError: when there are fewer images than folds.
+        ValueError: when there are fewer images than folds (`what` names them in the message).
     """
     if len(train) < k:
-        raise ValueError(f"folds.k={k} but only {len(train)} training images")
+        raise ValueError(f"folds.k={k} but only {len(train)} {what}")
     counts = train["identity"].value_counts()
+    if (counts < k).all():  # e.g. 2 validation images per identity: sklearn refuses, deal them out in turn
+        order = np.random.default_rng(seed).permutation(len(train))
+        order = order[np.argsort(train["identity"].to_numpy()[order], kind="stable")]  # identities together
+        fold = np.empty(len(train), dtype=np.int64)
+        fold[order] = np.arange(len(train)) % k
+        return pd.DataFrame({"path": train["path"], "identity": train["identity"], "fold": fold})
     few = counts[counts < k]
     if len(few):
         log.warning(

@@ -62,11 +62,27 @@ class PmlHead(nn.Module):
     `F.cross_entropy`. `predict` is pml's margin-free `get_logits`.
     """
 
-    def __init__(self, loss: nn.Module):
+    # SphereFace's lambda schedule (Liu et al. 2017, their released training prototxt): lambda = max(LAMBDA_MIN,
+    # LAMBDA_BASE * (1 + LAMBDA_GAMMA * iteration) ** -LAMBDA_POWER). pml lacks it; without it A-Softmax with
+    # m = 4 does not start learning from scratch (the lfw158 run stayed at AUC 0.50).
+    LAMBDA_BASE, LAMBDA_GAMMA, LAMBDA_POWER, LAMBDA_MIN = 1000.0, 0.12, 1.0, 5.0
+
+    def __init__(self, loss: nn.Module, anneal: bool = False):
         super().__init__()
         self.pml = loss
         # NormalizedSoftmaxLoss (NormFace) has no margin; the LargeMarginSoftmaxLoss family does.
         self.has_margin = isinstance(loss, pml_losses.LargeMarginSoftmaxLoss)
+        # anneal: the target logit is (lambda * cos + psi) / (1 + lambda), lambda falling with the training steps
+        # counted here (a buffer, so it checkpoints and resumes with the weights).
+        self.anneal = anneal
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def margin_lambda(self) -> float:
+        """The current blend weight of the plain cosine in the target logit (0 = the full margin)."""
+        if not self.anneal:
+            return 0.0
+        decayed = self.LAMBDA_BASE * (1.0 + self.LAMBDA_GAMMA * float(self.iteration)) ** -self.LAMBDA_POWER
+        return max(self.LAMBDA_MIN, decayed)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is None or not self.has_margin:
@@ -79,6 +95,9 @@ class PmlHead(nn.Module):
             target = cosine[mask == 1]  # row order, one per sample
             # pml clamps to [-1, 1] before acos; the pole's infinite derivative is masked there (a test checks it).
             diff = (self.pml.modify_cosine_of_target_classes(target) - target).unsqueeze(1)
+            diff = diff / (1.0 + self.margin_lambda())
+            if self.training:
+                self.iteration += 1
             return self.pml.scale_logits(cosine + mask * diff, emb).float()
 
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -134,18 +153,23 @@ class Objective(nn.Module):
         center_lr: float = 0.01,
         metric: MetricLoss | None = None,
         metric_weight: float = 1.0,
+        head_weight: float = 1.0,
     ):
         super().__init__()
         self.head, self.center, self.metric = head, center, metric
         self.center_weight, self.center_lr, self.metric_weight = center_weight, center_lr, metric_weight
+        self.head_weight = head_weight
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (fp32 scalar) and its unweighted parts by name (`ce`, `center`, `metric`), as floats."""
         logits = self.head(embeddings, labels)
-        total = classification_loss(logits, labels, label_smoothing)
-        parts = {"ce": total.detach()}
+        ce = classification_loss(logits, labels, label_smoothing)
+        parts = {"ce": ce.detach()}
+        # head_weight 0 (a metric loss alone) still runs the head: its logits keep the classification predictions
+        # and DDP expects every parameter to take part in the graph.
+        total = ce * self.head_weight
         if self.center is not None:
             c = self.center(embeddings, labels)
             total = total + self.center_weight * c
@@ -183,7 +207,7 @@ def build_head(loss: LossParams, embedding_dim: int, num_classes: int) -> nn.Mod
                 "loss.scale=%g with sphereface: A-Softmax logits are already ||x|| cos(m theta); the paper uses 1",
                 loss.scale,
             )
-        return PmlHead(pml_losses.SphereFaceLoss(margin=loss.sphereface_m, scale=loss.scale, **kw))
+        return PmlHead(pml_losses.SphereFaceLoss(margin=loss.sphereface_m, scale=loss.scale, **kw), anneal=True)
     if loss.head == "cosface":
         return PmlHead(pml_losses.CosFaceLoss(margin=loss.margin_cos, scale=loss.scale, **kw))
     # pml's ArcFace family takes the margin in degrees; params hold radians.
@@ -222,6 +246,7 @@ def build_objective(loss: LossParams, embedding_dim: int, num_classes: int) -> O
         center_lr=loss.center_lr,
         metric=build_metric(loss),
         metric_weight=loss.metric_weight,
+        head_weight=loss.head_weight,
     )
 
 
@@ -243,11 +268,16 @@ class MPerClassEpochSampler(Sampler):
         classes = len(np.unique(labels))
         if batch_size % m:
             raise ValueError(f"loss.m_per_class={m} must divide train.batch_size={batch_size}")
-        if m * classes < batch_size:
-            raise ValueError(
-                f"loss.m_per_class={m} x {classes} identities is below train.batch_size={batch_size}: "
-                "a batch cannot hold that many distinct identities"
+        if m * classes < batch_size:  # too few identities for batch_size / m of them per batch: more images each
+            wider = next(d for d in range(m, batch_size + 1) if batch_size % d == 0 and d * classes >= batch_size)
+            log.warning(
+                "loss.m_per_class=%d x %d identities is below train.batch_size=%d: taking %d images per identity",
+                m,
+                classes,
+                batch_size,
+                wider,
             )
+            m = wider
         self.labels, self.m, self.batch_size, self.seed, self.epoch = labels, m, batch_size, seed, 0
         self.rank, self.world = rank, world
         self.length = max(batch_size, (len(labels) // batch_size) * batch_size)

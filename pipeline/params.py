@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -65,7 +66,7 @@ class SyntheticParams(Section):
 
     identities: PosInt = 200  # classification identities (train_data/medium)
     large_identities: NonNegInt = 50  # extra identities only in train_data/large
-    train_images: PosInt = 48  # training images per classification identity
+    train_images: PosInt = 24  # training images per classification identity
     val_images: PosInt = 3  # validation_classification images per identity
     test_images: PosInt = 3  # test_classification images per identity
     val_verification_identities: Annotated[int, Field(ge=2)] = 60  # unseen identities for validation trials
@@ -98,7 +99,12 @@ class KaggleParams(Section):
 
 
 class FoldsParams(Section):
-    k: Annotated[int, Field(ge=2, le=20)] = 2  # StratifiedKFold splits of the training images
+    # Which labelled images the folds partition. train: each fold model trains on the other folds of the training
+    # images and validation_classification is held out from all of them. validation: each fold model trains on
+    # every training image plus the validation classification images outside its fold, and its fold measures it
+    # (out of fold): more images per identity for each model, which is what small data sets lack.
+    holdout: Literal["train", "validation"] = "validation"
+    k: Annotated[int, Field(ge=2, le=20)] = 2  # StratifiedKFold splits of the held-out images
     train: list[NonNegInt] = [0, 1]  # folds to train (the dvc.yaml foreach list)
 
     @model_validator(mode="after")
@@ -158,8 +164,9 @@ class LossParams(Section):
     margin_cos: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # CosFace additive cosine margin (unitless)
     sphereface_m: Annotated[int, Field(ge=1, le=8)] = 4  # SphereFace multiplicative angular margin m (integer)
     subcenters: Annotated[int, Field(ge=1, le=16)] = 3  # sub-centre ArcFace: centres per class (K)
-    center_weight: NonNegFloat = 0.0  # centre loss weight lambda (Wen et al. 2016); 0 disables it
+    center_weight: NonNegFloat = 0.01  # centre loss weight lambda (Wen et al. 2016); 0 disables it
     center_lr: PosFloat = 0.01  # learning rate of the class centres under train.optimizer
+    head_weight: NonNegFloat = 1.0  # weight of the head's cross-entropy; 0 with a metric loss trains that loss alone
     metric: Literal["none", "contrastive", "triplet"] = "none"  # pair/triplet loss on the embeddings, added to CE
     metric_weight: NonNegFloat = 1.0  # weight of the metric loss
     miner: Literal["none", "batch_hard", "semi_hard"] = "none"  # which pairs/triplets the metric loss sees
@@ -176,7 +183,21 @@ class LossParams(Section):
             raise ValueError(f"loss.neg_margin ({self.neg_margin}) must be above loss.pos_margin ({self.pos_margin})")
         if self.m_per_class == 1:
             raise ValueError("loss.m_per_class=1 gives batches without positive pairs; use 0 (off) or >= 2")
+        if self.head_weight == 0 and self.metric == "none" and self.center_weight == 0:
+            raise ValueError("loss.head_weight=0 leaves nothing to train: set loss.metric or loss.center_weight")
         return self
+
+
+def _optional(section: type[Section], name: str) -> type[Section]:
+    """`section` with every key optional (None = not overridden), keeping each key's type and bounds."""
+    fields = {}
+    for key, info in section.model_fields.items():
+        copy = FieldInfo.merge_field_infos(info, default=None)
+        fields[key] = (info.annotation | None, copy)
+    return create_model(name, __base__=Section, **fields)
+
+
+LossOverrides = _optional(LossParams, "LossOverrides")
 
 
 class TrainParams(Section):
@@ -240,6 +261,29 @@ class TrainParams(Section):
         return self
 
 
+class FinetuneParams(Section):
+    """Phase 2 of the seed's transfer recipe: after phase 1 (`train`, `loss`) has trained the N-way classifier,
+    fine-tune that network from its weights with another loss (a metric loss or a margin head)."""
+
+    epochs: NonNegInt = 0  # phase-2 epochs; 0 = no phase 2
+    min_steps: NonNegInt = (
+        120  # like train.min_steps: a small data set gets more phase-2 epochs, not a handful of steps
+    )
+    lr: PosFloat = 3e-4  # peak learning rate of phase 2 (cosine decay to train.min_lr)
+    warmup_epochs: NonNegFloat = 0.0  # linear warmup of phase 2, epochs
+    # Keys of `loss` to change for phase 2, e.g. {metric: triplet, miner: semi_hard, m_per_class: 4}; the rest of
+    # `loss` carries over. A head of another kind (or size) starts fresh; the same kind continues from phase 1.
+    loss: LossOverrides = LossOverrides(metric="triplet", miner="semi_hard", m_per_class=4, head_weight=0.0)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> FinetuneParams:
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"finetune.warmup_epochs ({self.warmup_epochs}) must be below finetune.epochs ({self.epochs})"
+            )
+        return self
+
+
 class EmbedParams(Section):
     batch_size: PosInt = 512  # images per forward pass
     flip_tta: bool = True  # sum of original and mirrored embeddings, then L2-normalise
@@ -248,6 +292,7 @@ class EmbedParams(Section):
 
 class ScoreParams(Section):
     metric: Literal["cosine", "euclidean"] = "cosine"  # trial score: cosine or negative Euclidean distance
+    center: bool = False  # cosine of embeddings minus the mean embedding of the images scored (no labels used)
     ensemble: Literal["mean_embedding", "mean_score"] = "mean_embedding"  # how folds are combined
     far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
 
@@ -270,9 +315,39 @@ class Params(Section):
     model: ModelParams = ModelParams()
     loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
+    finetune: FinetuneParams = FinetuneParams()
     embed: EmbedParams = EmbedParams()
     score: ScoreParams = ScoreParams()
     submission: SubmissionParams = SubmissionParams()
+
+    @model_validator(mode="after")
+    def _finetune_loss(self) -> Params:
+        try:
+            finetune_loss(self)
+        except ValidationError as err:
+            raise ValueError(
+                "; ".join(f"finetune.loss: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+            ) from None
+        return self
+
+
+def finetune_loss(p: Params) -> LossParams:
+    """The phase-2 loss: `loss` with `finetune.loss`'s keys replaced."""
+    return LossParams(**{**p.loss.model_dump(), **p.finetune.loss.model_dump(exclude_none=True)})
+
+
+def finetune_params(p: Params) -> Params:
+    """The params phase 2 trains under: its loss, epochs, minimum steps, learning rate and warmup."""
+    train = p.train.model_copy(
+        update={
+            "epochs": p.finetune.epochs,
+            "lr": p.finetune.lr,
+            "warmup_epochs": p.finetune.warmup_epochs,
+            "min_steps": p.finetune.min_steps,
+            "min_lr": min(p.train.min_lr, p.finetune.lr),
+        }
+    )
+    return p.model_copy(update={"train": train, "loss": finetune_loss(p)})
 
 
 def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -299,9 +374,9 @@ def format_errors(err: ValidationError, source: str) -> str:
             msg = "unknown key" + (f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else "")
             if names:
                 msg += f" (valid: {', '.join(names)})"
-        elif "input" in e and e["type"] not in ("missing",):
-            msg += f" (got {e['input']!r})"
-        lines.append(f"{source}: {key}: {msg}")
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"  # a section's own checks name their keys and values themselves
+        lines.append(f"{source}: {msg}" if not loc and msg.startswith("finetune.") else f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ to name its first bad line. The same strict line parser reads the classification
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -18,10 +19,29 @@ import pandas as pd
 
 _BOM = b"\xef\xbb\xbf"
 _DOTDOT = r"(?:^|/)\.\.(?:/|$)"
+_MAX_HASHED_NAME = 64  # bytes; longer names are factorized as strings
 
 
 class TrialFileError(ValueError):
     """A trial file that cannot be used; the message reads `PATH:LINE: what is wrong`."""
+
+
+CHECKED = "checked_by_read_trials"  # attrs key of the mark `checked_trials` reads
+
+
+class _Checked:
+    """The mark `read_trials` leaves on its frame; deep copies (how pandas passes `attrs` on) lose it."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = weakref.ref(frame)
+        self.texts = weakref.ref(frame["trial"].array)  # a replaced `trial` column is not the checked one
+        self.rows = len(frame)
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "<checked by read_trials>"
 
 
 def _drop_trailing_blank_lines(raw: bytes) -> bytes:
@@ -119,7 +139,14 @@ def read_name_table(
     Returns:
         The lines (without line endings) and an object array of their fields, shape (lines, fields).
     """
-    path = Path(path)
+    parsed = _parse(Path(path), n_names, labelled, error, form)
+    return parsed[0], parsed[1]
+
+
+def _parse(
+    path: Path, n_names: int, labelled: bool, error: type[ValueError], form: str
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """`read_name_table`'s work, also returning the name codes and their unique names (see `_fast_parse`)."""
     raw = path.read_bytes()
     raw = raw.removeprefix(_BOM)
     if b"\r" in raw:
@@ -134,8 +161,15 @@ def read_name_table(
     raise AssertionError("unreachable")  # _scan always raises
 
 
-def _fast_parse(body: bytes, n_names: int, labelled: bool) -> tuple[list[str], np.ndarray] | None:
-    """Whole-file vectorised parse; None when anything is wrong (then `_scan` finds the first bad line)."""
+def _fast_parse(
+    body: bytes, n_names: int, labelled: bool
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """Whole-file vectorised parse; None when anything is wrong (then `_scan` finds the first bad line).
+
+    Returns:
+        The lines, their fields (object array, lines x fields), the names as codes (int, lines x names) into
+        the unique names (object array, in order of first appearance).
+    """
     n_fields = n_names + int(labelled)
     arr = np.frombuffer(body, dtype=np.uint8)
     if (((arr < 0x20) & (arr != 0x0A)) | (arr == 0x7F)).any():
@@ -158,16 +192,68 @@ def _fast_parse(body: bytes, n_names: int, labelled: bool) -> tuple[list[str], n
     except UnicodeDecodeError:
         return None
     lines = text.split("\n")
-    fields = np.array(text.replace("\n", " ").split(" "), dtype=object).reshape(n, n_fields)
-    if labelled and not ((fields[:, -1] == "0") | (fields[:, -1] == "1")).all():
+    # Field k of line i spans starts[i, k]:ends[i, k]: the checks above leave exactly one separator between fields.
+    seps = np.flatnonzero((arr == 0x20) | (arr == 0x0A))
+    starts = np.concatenate(([0], seps + 1)).reshape(n, n_fields)
+    ends = np.concatenate((seps, [len(arr)])).reshape(n, n_fields)
+    if labelled:
+        label_bytes = arr[starts[:, -1]]
+        if not ((ends[:, -1] - starts[:, -1] == 1) & ((label_bytes == 0x30) | (label_bytes == 0x31))).all():
+            return None
+    # Codes once here make the duplicate check an integer one and spare `trial_scores` a string lookup per
+    # trial; names are checked once per unique name.
+    factorized = _factorize_spans(body, starts[:, :n_names].ravel(), ends[:, :n_names].ravel())
+    if factorized is None:
+        names = np.array(text.replace("\n", " ").split(" "), dtype=object).reshape(n, n_fields)[:, :n_names]
+        flat_codes, uniques = pd.factorize(names.ravel())
+        uniques = np.asarray(uniques, dtype=object)
+    else:
+        flat_codes, uniques = factorized
+    if _bad_names(uniques, b"/" in body or b"\\" in body).any():
         return None
-    names = fields[:, :n_names]
-    if _bad_names(names.ravel(), b"/" in body or b"\\" in body).any():
+    codes = flat_codes.reshape(n, n_names)
+    # The entry of a line is its names (a valid line is exactly its names joined by single spaces).
+    key = codes[:, 0].astype(np.int64)
+    for j in range(1, n_names):
+        key = key * len(uniques) + codes[:, j]
+    if n > 1 and (np.diff(np.sort(key)) == 0).any():
         return None
-    key = _join(names) if labelled else np.asarray(lines, dtype=object)
-    if pd.Series(key, dtype=object).duplicated().any():
+    fields = uniques[codes]
+    if labelled:
+        fields = np.column_stack([fields, np.where(label_bytes == 0x31, "1", "0").astype(object)])
+    return lines, fields, codes, np.asarray(uniques, dtype=object)
+
+
+def _factorize_spans(body: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`pd.factorize` of the names at body[starts:ends], without making a Python string per occurrence.
+
+    Each name, zero-padded to a multiple of 8 bytes (names hold no NUL: the parse refuses control characters),
+    is read as 64-bit words and hashed; the codes of the hashes are those of the names once every name is
+    checked equal to the first name with its hash. None (use the string path) for long names or a collision.
+
+    Returns:
+        Codes (in order of first appearance, as `pd.factorize`) and the unique names as an object array.
+    """
+    lengths = ends - starts
+    width = -(-int(lengths.max()) // 8) * 8
+    if width > _MAX_HASHED_NAME:
         return None
-    return lines, fields
+    padded = np.concatenate((np.frombuffer(body, dtype=np.uint8), np.zeros(width, dtype=np.uint8)))
+    rows = np.lib.stride_tricks.sliding_window_view(padded, width)[starts]  # a copy: (names, width) bytes
+    rows[np.arange(width) >= lengths[:, None]] = 0
+    words = rows.view(np.uint64)
+    key = words[:, 0].copy()
+    for j in range(1, words.shape[1]):
+        key = key * np.uint64(0x9E3779B97F4A7C15) + words[:, j]  # wraps modulo 2**64; collisions are checked
+    codes, _ = pd.factorize(key)
+    # Codes come in order of first appearance, so a name is new exactly where its code exceeds all before it.
+    new = np.ones(len(codes), dtype=bool)
+    new[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+    first = np.flatnonzero(new)
+    if words.shape[1] > 1 and (words != words[first][codes]).any():
+        return None
+    uniques = [body[a:b].decode("utf-8") for a, b in zip(starts[first].tolist(), ends[first].tolist(), strict=True)]
+    return codes, np.array(uniques, dtype=object)
 
 
 def _join(names: np.ndarray) -> np.ndarray:
@@ -193,13 +279,36 @@ def read_trials(path: str | Path, labelled: bool) -> pd.DataFrame:
         TrialFileError: `PATH:LINE: what is wrong`, for the first bad line.
     """
     form = "a.jpg b.jpg 0|1" if labelled else "a.jpg b.jpg"
-    lines, fields = read_name_table(path, 2, labelled=labelled, error=TrialFileError, form=form)
+    lines, fields, codes, uniques = _parse(Path(path), 2, labelled, TrialFileError, form)
     trial = _join(fields[:, :2]) if labelled else np.asarray(lines, dtype=object)
-    frame = pd.DataFrame({"a": fields[:, 0], "b": fields[:, 1], "trial": trial})
+    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+    frame = pd.DataFrame(
+        {
+            "a": pd.Categorical.from_codes(codes[:, 0], dtype=dtype),
+            "b": pd.Categorical.from_codes(codes[:, 1], dtype=dtype),
+            "trial": trial,
+        }
+    )
     if labelled:
         frame["label"] = (fields[:, 2] == "1").astype(np.int8)
     frame.attrs["source"] = str(path)
+    frame.attrs[CHECKED] = _Checked(frame)
     return frame
+
+
+def checked_trials(trials: object) -> bool:
+    """Whether `trials` is the frame `read_trials` returned, with its `trial` column, whose texts are known to be
+    distinct and non-empty. A copy, slice or concatenation is not (pandas deep-copies `attrs`, which drops the
+    mark), nor is the frame once its `trial` column is replaced; values edited in place are not detected."""
+    if not isinstance(trials, pd.DataFrame) or "trial" not in trials.columns:
+        return False
+    mark = trials.attrs.get(CHECKED)
+    return (
+        isinstance(mark, _Checked)
+        and mark.frame() is trials
+        and mark.texts() is trials["trial"].array
+        and mark.rows == len(trials)
+    )
 
 
 def check_trial_images(trials: pd.DataFrame, folder: str | Path) -> None:
@@ -233,6 +342,17 @@ def normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norm, eps).astype(x.dtype, copy=False)
+
+
+def _rows_of(index: pd.Index, names: pd.Series) -> np.ndarray:
+    """Row of each name in `index` (-1 where absent); categorical names (`read_trials`) are looked up once per
+    category rather than once per trial."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes = names.cat.codes.to_numpy()
+        rows = index.get_indexer(names.cat.categories.to_numpy(dtype=object))[codes]
+        rows[codes < 0] = -1  # a missing value, not the last category
+        return rows
+    return index.get_indexer(names.to_numpy(dtype=object))
 
 
 def trial_scores(
@@ -270,8 +390,7 @@ def trial_scores(
     index = pd.Index(np.asarray(ids, dtype=object))
     if not index.is_unique:
         raise ValueError(f"ids are not unique, e.g. {index[index.duplicated()][0]!r}")
-    ia = index.get_indexer(trials["a"].to_numpy(dtype=object))
-    ib = index.get_indexer(trials["b"].to_numpy(dtype=object))
+    ia, ib = _rows_of(index, trials["a"]), _rows_of(index, trials["b"])
     unknown = (ia < 0) | (ib < 0)
     if unknown.any():
         r = int(np.flatnonzero(unknown)[0])

@@ -30,6 +30,7 @@ TINY_PARAMS = {
         "test_trials": 60,
     },
     "train": {"epochs": 2, "min_steps": 0, "batch_size": 32, "num_workers": 0},
+    "finetune": {"epochs": 1, "min_steps": 0},
     "embed": {"batch_size": 128},
     "augment": {"preview_images": 4},
 }

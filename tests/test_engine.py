@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline import augment
-from pipeline.engine import EvalSets, NonFiniteLoss, amp_dtype, train
+from pipeline.engine import EvalSets, FaceModel, NonFiniteLoss, amp_dtype, train
 from pipeline.params import Params, parse_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -147,3 +147,65 @@ def test_min_steps_gives_a_small_data_set_more_epochs(tmp_path):
     run_train(tiny_params(epochs=2, min_steps=18), tmp_path, seen)  # 64 images, batch 16: 4 steps per epoch
     assert [row["epoch"] for row in seen] == [1, 2, 3, 4, 5]
     assert [row["epoch"] for row in seen if "val_accuracy" in row] == [2, 4, 5]  # no more evaluations than planned
+
+
+def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
+    from pipeline.engine import start_from
+    from pipeline.params import finetune_params
+
+    p = parse_params(
+        {
+            **tiny_params(lr=0.01).model_dump(mode="json"),
+            "finetune": {
+                "min_steps": 0,
+                "epochs": 2,
+                "lr": 0.001,
+                "loss": {"metric": "triplet", "miner": "batch_hard", "m_per_class": 4},
+            },
+        },
+        check_model=False,
+    )
+    phase1 = run_train(p, tmp_path / "p1")
+    p2 = finetune_params(p)
+    assert (p2.train.epochs, p2.train.lr, p2.loss.metric, p2.loss.head) == (2, 0.001, "triplet", "linear")
+
+    images, labels = blobs()
+    sets = EvalSets(val_images=images, val_labels=labels)
+    seen: list = []
+
+    def phase2():
+        return train(
+            p2,
+            images,
+            np.arange(len(images)),
+            labels,
+            4,
+            augment.build(p.augment),
+            sets,
+            tmp_path / "p2",
+            seed=2,
+            fingerprint="phase2",
+            log_metrics=seen.append,
+            init=phase1,
+        )
+
+    before = {k: v.clone() for k, v in phase1.state_dict().items()}
+    tuned = phase2()
+    assert "train_metric" in seen[-1] and seen[-1]["val_accuracy"] >= 0.75  # the phase-1 head still classifies
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items() if k.startswith("net."))
+    assert all(torch.equal(before[k], v) for k, v in phase1.state_dict().items())  # phase 1's model is untouched
+
+    seen.clear()
+    resumed = phase2()  # a finished phase 2 resumes from its own checkpoint: no step, the same weights
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert all(
+        torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )
+
+    fresh = FaceModel(p2.model, p2.loss, 4)
+    assert start_from(fresh, phase1) == ["network", "head", "center"]  # the default loss has centre loss
+    arc = FaceModel(p2.model, p2.loss.model_copy(update={"head": "arcface"}), 4)
+    assert start_from(arc, phase1) == ["network", "center"]  # a linear head's weights do not fit a cosine head
+    cos = FaceModel(p2.model, p2.loss.model_copy(update={"head": "cosface"}), 4)
+    assert start_from(cos, arc) == ["network", "head", "center"]  # cosine heads share their class vectors
+    assert torch.equal(cos.head.pml.W, arc.head.pml.W)

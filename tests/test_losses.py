@@ -146,12 +146,35 @@ def test_subcenter_arcface_takes_the_closest_subcentre_then_the_margin(bf16):
 def test_sphereface_uses_psi_of_m_theta_times_the_embedding_norm(bf16, m):
     emb, labels = batch()
     head = head_for(head="sphereface", scale=1.0, sphereface_m=m)
+    head.anneal = False  # the margin alone; the annealed blend is checked below
     cos = cosines(emb, head.pml.W)
     theta = torch.acos(cos[torch.arange(len(labels)), labels])
     k = torch.floor(m * theta / math.pi)
     psi = (-1.0) ** k * torch.cos(m * theta) - 2 * k  # A-Softmax, Liu et al. 2017, eq. 7
     want = emb.norm(dim=1, keepdim=True) * with_target(cos, labels, psi)
     torch.testing.assert_close(run(lambda e: head(e, labels), emb, bf16), want, **(BF16 if bf16 else FP32))
+
+
+@precisions
+def test_sphereface_anneals_from_the_plain_cosine_to_the_margin(bf16):
+    """Target logit ||x|| (lambda cos + psi) / (1 + lambda), lambda = max(5, 1000 / (1 + 0.12 t)) at training
+    step t (the SphereFace paper's schedule); evaluation neither blends nor counts."""
+    emb, labels = batch()
+    head = head_for(head="sphereface", scale=1.0, sphereface_m=4)
+    cos = cosines(emb, head.pml.W)
+    theta = torch.acos(cos[torch.arange(len(labels)), labels])
+    k = torch.floor(4 * theta / math.pi)
+    psi = (-1.0) ** k * torch.cos(4 * theta) - 2 * k
+    target = cos[torch.arange(len(labels)), labels]
+    norm = emb.norm(dim=1, keepdim=True)
+    for step, lam in ((0, 1000.0), (1, 1000.0 / 1.12), (10_000, 5.0)):
+        head.iteration.fill_(step)
+        want = norm * with_target(cos, labels, (lam * target + psi) / (1 + lam))
+        torch.testing.assert_close(run(lambda e: head(e, labels), emb, bf16), want, **(BF16 if bf16 else FP32))
+        assert int(head.iteration) == step + 1
+    head.eval()
+    head(emb, labels)
+    assert int(head.iteration) == 10_001
 
 
 MARGIN_HEADS = [
@@ -170,6 +193,7 @@ def test_cross_entropy_on_head_logits_equals_pml_loss(kw, bf16):
     emb, labels = batch()
     head = head_for(**kw)
     assert isinstance(head, PmlHead)
+    head.anneal = False  # pml has no SphereFace annealing
     ours = classification_loss(run(lambda e: head(e, labels), emb, bf16), labels, 0.0)
     torch.testing.assert_close(ours, head.pml_loss(emb, labels), **(BF16 if bf16 else FP32))
     assert head.pml.W.dtype == torch.float32  # pml casts W to the input dtype in place; the head never lets it
@@ -318,15 +342,30 @@ def test_objective_adds_weighted_parts():
     assert parts["ce"] == pytest.approx(classification_loss(objective.head(emb, labels), labels, 0.1).item())
 
 
-def test_default_objective_is_todays_linear_softmax():
+def test_head_weight_zero_trains_the_metric_loss_alone():
+    emb, labels = batch()
+    params = LossParams(head_weight=0.0, metric="triplet", miner="batch_hard", center_weight=0.0)
+    objective = build_objective(params, DIM, CLASSES)
+    total, parts = objective(emb, labels, 0.1)
+    assert parts["ce"] > 0 and total.item() == pytest.approx(parts["metric"], rel=1e-6)
+    half = build_objective(params.model_copy(update={"head_weight": 0.5}), DIM, CLASSES)
+    half.load_state_dict(objective.state_dict())
+    total, parts = half(emb, labels, 0.1)
+    assert total.item() == pytest.approx(0.5 * parts["ce"] + parts["metric"], rel=1e-6)
+
+
+def test_default_objective_is_linear_softmax_with_centre_loss():
     objective = build_objective(LossParams(), DIM, CLASSES)
     assert isinstance(objective, Objective) and isinstance(objective.head, LinearHead)
-    assert objective.center is None and objective.metric is None
+    assert objective.center is not None and objective.metric is None
     emb, labels = batch()
     total, parts = objective(emb, labels, 0.1)
-    assert set(parts) == {"ce"}
-    torch.testing.assert_close(total, classification_loss(objective.head.fc(emb), labels, 0.1))
-    assert [len(g["params"]) for g in objective.param_groups(1e-3)] == [2]
+    assert set(parts) == {"ce", "center"}
+    ce = classification_loss(objective.head.fc(emb), labels, 0.1)
+    torch.testing.assert_close(total, ce + 0.01 * objective.center(emb, labels))
+    assert [len(g["params"]) for g in objective.param_groups(1e-3)] == [2, 1]  # head; centres at their own lr
+    plain = build_objective(LossParams(center_weight=0.0), DIM, CLASSES)
+    assert plain.center is None and set(plain(emb, labels, 0.1)[1]) == {"ce"}
 
 
 # ----- params -----
@@ -365,10 +404,14 @@ def test_m_per_class_sampler_batches_m_images_per_identity_reproducibly():
     assert [i for _, i in sampler] != [i for _, i in first]
 
 
-@pytest.mark.parametrize(
-    ("m", "batch_size", "message"),
-    [(3, 8, "must divide train.batch_size=8"), (2, 32, "is below train.batch_size=32")],
-)
-def test_m_per_class_sampler_refuses_impossible_batches(m, batch_size, message):
-    with pytest.raises(ValueError, match=message):
-        MPerClassEpochSampler(np.repeat(np.arange(10), 7), m=m, batch_size=batch_size, seed=0)
+def test_m_per_class_sampler_refuses_an_m_that_does_not_divide_the_batch():
+    with pytest.raises(ValueError, match="must divide train.batch_size=8"):
+        MPerClassEpochSampler(np.repeat(np.arange(10), 7), m=3, batch_size=8, seed=0)
+
+
+def test_too_few_identities_for_the_batch_take_more_images_each(caplog):
+    labels = np.repeat(np.arange(10), 7)  # 10 identities: 2 per identity cannot fill 32 (16 identities)
+    sampler = MPerClassEpochSampler(labels, m=2, batch_size=32, seed=0)
+    assert "taking 4 images per identity" in caplog.text
+    batch = [i for _, i in sampler][:32]
+    assert np.unique(labels[batch], return_counts=True)[1].tolist() == [4] * 8

@@ -39,6 +39,15 @@ def test_every_default_key_is_written_in_params_yaml():
         ({"train": {"min_lr": 1.0, "lr": 0.1}}, "train.min_lr (1.0) is above train.lr (0.1)"),
         ({"augment": {"hflip": 1.5}}, "augment.hflip: Input should be less than or equal to 1"),
         ({"model": {"stem_stride": 3}}, "model.stem_stride: Input should be 1, 2 or 4"),
+        ({"loss": {"head_weight": 0.0, "center_weight": 0.0}}, "loss.head_weight=0 leaves nothing to train"),
+        (
+            {"finetune": {"loss": {"metirc": "triplet"}}},
+            "finetune.loss.metirc: unknown key; did you mean 'finetune.loss.metric'?",
+        ),
+        ({"finetune": {"loss": {"margin_rad": 2.0}}}, "finetune.loss.margin_rad: Input should be less than 1.57"),
+        ({"finetune": {"loss": {"miner": "semi_hard"}}}, "finetune.loss: loss.miner='semi_hard' needs a metric loss"),
+        ({"finetune": {"epochs": 2, "warmup_epochs": 2}}, "finetune.warmup_epochs (2.0) must be below finetune.epochs"),
+        ({"finetune": {"lr": 0}}, "finetune.lr: Input should be greater than 0"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):
@@ -72,3 +81,20 @@ def test_broken_yaml_and_missing_file(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ParamsError, match="top level must be a mapping"):
         load_params(bad)
+
+
+def test_finetune_params_replace_only_the_named_loss_keys():
+    from pipeline.params import finetune_params
+
+    p = parse_params(
+        {
+            "loss": {"head": "arcface", "margin_rad": 0.3},
+            "train": {"min_steps": 500, "min_lr": 1e-3},
+            "finetune": {"epochs": 4, "min_steps": 50, "lr": 1e-4, "loss": {"metric": "triplet", "miner": "semi_hard"}},
+        },
+        check_model=False,
+    )
+    p2 = finetune_params(p)
+    assert (p2.loss.head, p2.loss.margin_rad, p2.loss.metric, p2.loss.miner) == ("arcface", 0.3, "triplet", "semi_hard")
+    assert (p2.train.epochs, p2.train.lr, p2.train.min_steps, p2.train.min_lr) == (4, 1e-4, 50, 1e-4)
+    assert p2.model == p.model and p2.train.batch_size == p.train.batch_size

@@ -173,3 +173,52 @@ def test_normalise() -> None:
     out = scoring.normalise(x)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+wide_name = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="/\\"),
+    min_size=1,
+    max_size=90,
+).filter(lambda s: s != "..")
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(st.tuples(wide_name, wide_name), min_size=1, max_size=40, unique=True))
+def test_names_of_any_length_and_script_factorize_like_strings(pairs) -> None:
+    """Names are factorized from the file's bytes (hashed in 8-byte words, long names as strings): the codes
+    and categories must be those of the names themselves."""
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = read_trials(write(Path(tmp) / "t.txt", "\n".join(f"{a} {b}" for a, b in pairs)), labelled=False)
+    assert frame["a"].tolist() == [a for a, _ in pairs] and frame["b"].tolist() == [b for _, b in pairs]
+    codes, uniques = pd.factorize(np.array([name for pair in pairs for name in pair], dtype=object))
+    assert list(frame["a"].cat.categories) == list(uniques)
+    assert (
+        frame["a"].cat.codes.tolist() == codes[0::2].tolist() and frame["b"].cat.codes.tolist() == codes[1::2].tolist()
+    )
+
+
+def test_names_sharing_their_first_eight_bytes_stay_apart(tmp_path: Path) -> None:
+    text = "longname_0001.jpg longname_0002.jpg\nlongname_0002.jpg longname_0001.jpg\nlongname_0001.jpg x.jpg\n"
+    frame = read_trials(write(tmp_path / "t.txt", text), labelled=False)
+    assert list(frame["a"].cat.categories) == ["longname_0001.jpg", "longname_0002.jpg", "x.jpg"]
+    with pytest.raises(TrialFileError, match=r":4: duplicate entry 'longname_0001\.jpg longname_0002\.jpg'"):
+        read_trials(write(tmp_path / "d.txt", text + "longname_0001.jpg longname_0002.jpg\n"), labelled=False)
+
+
+def test_trial_columns_share_categories_and_score_like_plain_strings(tmp_path: Path) -> None:
+    trials = read_trials(write(tmp_path / "t.txt", "a.jpg b.jpg 1\nb.jpg c.jpg 0\nc.jpg a.jpg 1\n"), labelled=True)
+    assert trials["a"].dtype == trials["b"].dtype == "category"
+    emb = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    ids = ["c.jpg", "z.jpg", "a.jpg", "b.jpg"]
+    plain = trials.assign(a=trials["a"].astype(object), b=trials["b"].astype(object))
+    np.testing.assert_array_equal(trial_scores(emb, ids, trials), trial_scores(emb, ids, plain))
+
+
+def test_only_the_frame_read_trials_returned_is_marked_checked(tmp_path: Path) -> None:
+    trials = read_trials(write(tmp_path / "t.txt", GOOD), labelled=False)
+    assert scoring.checked_trials(trials)
+    for derived in (trials.copy(), trials.iloc[:2], pd.concat([trials, trials]), trials[["trial"]], trials["trial"]):
+        assert not scoring.checked_trials(derived)
+    assert not scoring.checked_trials(trials["trial"].tolist())
+    trials["trial"] = trials["trial"].str.upper()
+    assert not scoring.checked_trials(trials)

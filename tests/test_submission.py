@@ -2,6 +2,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -263,3 +264,41 @@ def test_score_verification_refuses_a_bad_solution(tmp_path: Path) -> None:
     sub = write(tmp_path / "sub.csv", "trial,score\na.jpg b.jpg,0.1\na.jpg c.jpg,0.2\nb.jpg c.jpg,0.3\n")
     with pytest.raises(SubmissionError, match=r"sol\.csv:3: label must be 0 or 1, got '2'"):
         score_verification(sub, solution, VER)
+
+
+def test_write_verification_rechecks_frames_derived_from_read_trials(tmp_path: Path) -> None:
+    trials = read_trials(write(tmp_path / "t.txt", "\n".join(TRIALS) + "\n"), labelled=False)
+    doubled = pd.concat([trials, trials], ignore_index=True)
+    with pytest.raises(SubmissionError, match=":5: duplicate trial 'a.jpg b.jpg', first on line 2"):
+        write_verification(tmp_path / "v.csv", doubled, np.zeros(6, dtype=np.float32), VER)
+    edited = trials.copy()
+    edited.loc[1, "trial"] = ""
+    with pytest.raises(SubmissionError, match=":3: empty trial"):
+        write_verification(tmp_path / "v.csv", edited, np.zeros(3, dtype=np.float32), VER)
+    with pytest.raises(SubmissionError, match=r":3: score 'nan' is not a finite number"):
+        write_verification(tmp_path / "v.csv", trials, np.array([0.0, np.nan, 1.0]), VER)
+    assert not (tmp_path / "v.csv").exists()
+
+
+def test_write_verification_refuses_non_string_trials(tmp_path: Path) -> None:
+    with pytest.raises(SubmissionError, match="trials must be strings"):
+        write_verification(tmp_path / "v.csv", [1, 2], np.zeros(2), VER)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_write_verification_formats_like_per_value_formatting(tmp_path: Path, dtype) -> None:
+    rng = np.random.default_rng(0)
+    scores = (rng.normal(size=500) * 10.0 ** rng.integers(-8, 8, size=500)).astype(dtype)
+    scores[:4] = [0, 1, -1, 2] if dtype == np.int64 else [0.0, -0.0, 1e-5, 123456789.0]
+    trials = [f"{i}.jpg {i + 1}.jpg" for i in range(500)]
+    write_verification(tmp_path / "v.csv", trials, scores, VER)
+    spec = "%.9g" if dtype == np.float32 else "%r"
+    want = "".join(f"{t},{spec % float(s)}\n" for t, s in zip(trials, scores.tolist(), strict=True))
+    assert (tmp_path / "v.csv").read_text() == "trial,score\n" + want
+
+
+def test_write_verification_quotes_trials_that_need_it(tmp_path: Path) -> None:
+    trials = read_trials(write(tmp_path / "t.txt", 'a,1.jpg b.jpg\n"q".jpg b.jpg\n'), labelled=False)
+    write_verification(tmp_path / "v.csv", trials, np.array([0.5, 0.25], dtype=np.float32), VER)
+    frame = validate_verification(tmp_path / "v.csv", trials, VER)
+    assert frame["trial"].tolist() == ["a,1.jpg b.jpg", '"q".jpg b.jpg'] and frame["score"].tolist() == [0.5, 0.25]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline import augment, engine, images
 from pipeline.bench.common import Context, dtype_name, model_step_rate
 from pipeline.bench.report import Row
-from pipeline.data import FaceDataset, sample_seed
+from pipeline.dataset import FaceDataset, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class JpegDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = key
         img = images.fit(images.read_image(self.root / self.paths[i]), self.size)
-        self.transform.set_random_seed(sample_seed(self.seed, epoch, i))
+        augment.reseed(self.transform, sample_seed(self.seed, epoch, i))
         img = self.transform(image=img)["image"]
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.labels[i]
 

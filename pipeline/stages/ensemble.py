@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--embeddings", type=Path, required=True, help="folder of fold<k>.npz")
     ap.add_argument("--index", type=Path, required=True, help="manifest folder")
     ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder (pixel baseline)")
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV (which validation images each fold saw)")
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     ap.add_argument("--roc", type=Path, required=True, help="ROC points CSV (dvc plots)")
     ap.add_argument("--plot", type=Path, required=True, help="ROC + histogram PNG")
@@ -31,7 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     class_of = {name: i for i, name in enumerate(classes)}
     val_trials = read_manifest(args.index, "val_trials")
     val_cls = read_manifest(args.index, "val_classification")
-    results, scores = evaluate(folds, val_trials, val_cls["identity"].map(class_of).to_numpy(), p.score)
+    unseen = None
+    if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
+        fold_of = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
+        if not fold_of["path"].equals(val_cls["path"]):
+            raise ValueError(f"{args.folds} does not list the validation classification images: rerun the folds stage")
+        held = fold_of["fold"].astype(int).to_numpy()
+        unseen = {f.name: held == k for f, k in zip(folds, p.folds.train, strict=True)}
+    results, scores = evaluate(folds, val_trials, val_cls["identity"].map(class_of).to_numpy(), p.score, unseen)
     ver_names = read_manifest(args.index, "val_verification")["name"].tolist()
     baseline = pixel_baseline_auc(load_array(args.decoded / "val_verification.npy"), ver_names, val_trials)
     fold_aucs = [results[f.name]["val_auc"] for f in folds]

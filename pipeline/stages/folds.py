@@ -1,4 +1,5 @@
-"""Stage `folds`: stratified K-fold assignment of the training images -> folds/folds.csv."""
+"""Stage `folds`: stratified K-fold assignment of the held-out images (training or validation classification,
+by `folds.holdout`) -> folds/folds.csv."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folds CSV to write")
     args = ap.parse_args(argv)
     p = params_from(args)
-    train = read_manifest(args.index, "train")
-    folds = assign_folds(train, p.folds.k, p.seed)
+    if p.folds.holdout == "train":
+        folds = assign_folds(read_manifest(args.index, "train"), p.folds.k, p.seed)
+    else:
+        val = read_manifest(args.index, "val_classification")
+        if val.empty:
+            raise ValueError(
+                f"folds.holdout is 'validation' but {args.index / 'val_classification.csv'} lists no images: "
+                "use folds.holdout: train"
+            )
+        folds = assign_folds(val, p.folds.k, p.seed, what="validation classification images")
     with atomic_path(args.out) as tmp:
         folds.to_csv(tmp, index=False)
     log.info("%d images in %d folds: %s", len(folds), p.folds.k, folds["fold"].value_counts().sort_index().tolist())

@@ -1,4 +1,5 @@
-"""Stage `train@fold`: train one model on every fold but `--fold`; checkpoint each epoch and resume."""
+"""Stage `train@fold`: train one model on every fold but `--fold` (phase 1, then the optional phase-2 fine-tune);
+checkpoint each epoch and resume."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pipeline import augment, distributed
 from pipeline.data import load_array, read_manifest
 from pipeline.engine import EvalSets, save_model, train
 from pipeline.io import sha256_file
-from pipeline.params import Params
+from pipeline.params import Params, finetune_params
+from pipeline.pool import StackedImages
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 # Params that do not change the trained weights, so a checkpoint written under other values still resumes.
@@ -38,8 +40,9 @@ NON_RESULT_KEYS = (
 )
 
 
-def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
-    """What the weights depend on: the relevant params, the input files and the pipeline code in use.
+def fingerprint(p: Params, fold: int, inputs: list[Path], parent: str = "") -> str:
+    """What the weights depend on: the relevant params, the input files and the pipeline code in use (and, for
+    phase 2, the phase-1 fingerprint as `parent`).
 
     A checkpoint resumes only when this matches, so an edited engine or loss never continues stale weights.
     """
@@ -50,6 +53,7 @@ def fingerprint(p: Params, fold: int, inputs: list[Path]) -> str:
     code = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("pipeline") and m.__file__)
     spec["files"] = [sha256_file(f) for f in inputs]
     spec["code"] = [sha256_file(f) for f in code]
+    spec["parent"] = parent
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -74,28 +78,45 @@ def main(argv: list[str] | None = None) -> None:
     classes = read_manifest(args.index, "classes")["identity"].tolist()
     class_of = {name: i for i, name in enumerate(classes)}
     train_manifest = read_manifest(args.index, "train")
-    folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-    if not folds["path"].equals(train_manifest["path"]):
-        raise ValueError(f"{args.folds} does not match {args.index / 'train.csv'}: rerun the folds stage")
-    fold_of = folds["fold"].astype(int).to_numpy()
-    labels = train_manifest["identity"].map(class_of).to_numpy()
-    train_images = load_array(args.decoded / "train.npy")
-    rows = np.flatnonzero(fold_of != args.fold)
-    held = np.flatnonzero(fold_of == args.fold)
     val_manifest = read_manifest(args.index, "val_classification")
     ver_manifest = read_manifest(args.index, "val_verification")
-    eval_sets = EvalSets(
-        val_images=load_array(args.decoded / "val_classification.npy"),
-        val_labels=val_manifest["identity"].map(class_of).to_numpy(),
-        fold_images=train_images[held],
-        fold_labels=labels[held],
+    held_out = "train" if p.folds.holdout == "train" else "val_classification"
+    folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
+    if not folds["path"].equals(read_manifest(args.index, held_out)["path"]):
+        raise ValueError(
+            f"{args.folds} does not list the images of {args.index / (held_out + '.csv')} "
+            f"(folds.holdout: {p.folds.holdout}): rerun the folds stage"
+        )
+    in_fold = folds["fold"].astype(int).to_numpy() == args.fold
+    labels = train_manifest["identity"].map(class_of).to_numpy()
+    val_labels = val_manifest["identity"].map(class_of).to_numpy()
+    train_images = load_array(args.decoded / "train.npy")
+    val_images = load_array(args.decoded / "val_classification.npy")
+    ver = dict(
         ver_images=load_array(args.decoded / "val_verification.npy"),
         ver_names=ver_manifest["name"].tolist(),
         trials=read_manifest(args.index, "val_trials"),
     )
+    if p.folds.holdout == "train":  # train on the other folds; validation_classification is held out from all
+        images, rows, held = train_images, np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
+        eval_sets = EvalSets(val_images, val_labels, train_images[held], labels[held], **ver)
+    else:  # every training image and the validation images outside this fold; the fold's images measure it
+        images = StackedImages(train_images, val_images)
+        held = np.flatnonzero(in_fold)
+        rows = np.concatenate([np.arange(len(train_images)), len(train_images) + np.flatnonzero(~in_fold)])
+        labels = np.concatenate([labels, val_labels])
+        eval_sets = EvalSets(val_images[held], val_labels[held], **ver)
     seed = p.seed * 1000 + args.fold
-    fp = fingerprint(p, args.fold, [args.index / "train.csv", args.folds, args.transform])
-    log.info("fold %d: %d training images, %d held out, %d classes", args.fold, len(rows), len(held), len(classes))
+    inputs = [args.index / "train.csv", args.index / "val_classification.csv", args.folds, args.transform]
+    fp = fingerprint(p, args.fold, inputs)
+    log.info(
+        "fold %d: %d training images, %d %s images held out, %d classes",
+        args.fold,
+        len(rows),
+        len(held),
+        held_out,
+        len(classes),
+    )
 
     from dvclive import Live
 
@@ -108,21 +129,37 @@ def main(argv: list[str] | None = None) -> None:
                     live.log_metric(key, value)
             live.next_step()
 
+        transform = augment.load(args.transform)
         model = train(
-            p,
-            train_images,
-            rows,
-            labels[rows],
-            len(classes),
-            augment.load(args.transform),
-            eval_sets,
-            args.out,
-            seed,
-            fp,
-            log_metrics,
+            p, images, rows, labels[rows], len(classes), transform, eval_sets, args.out, seed, fp, log_metrics
         )
+        if p.finetune.epochs:  # phase 2: the same network, fine-tuned with the phase-2 loss from its weights
+            p2 = finetune_params(p)
+            log.info(
+                "fold %d: phase 2, %d epochs at lr %g with the loss %s",
+                args.fold,
+                p2.train.epochs,
+                p2.train.lr,
+                p.finetune.loss.model_dump(exclude_none=True),
+            )
+            fp2 = fingerprint(p2, args.fold, inputs, parent=fp)
+            out2 = args.out / "finetune"
+            model = train(
+                p2,
+                images,
+                rows,
+                labels[rows],
+                len(classes),
+                transform,
+                eval_sets,
+                out2,
+                seed + 1,
+                fp2,
+                log_metrics,
+                init=model,
+            )
     if main_rank:
-        save_model(model, p, classes, args.out / "model.pt")
+        save_model(model, finetune_params(p) if p.finetune.epochs else p, classes, args.out / "model.pt")
     distributed.barrier()
 
 
