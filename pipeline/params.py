@@ -204,7 +204,7 @@ class TrainParams(Section):
     epochs: PosInt = 12  # passes over the fold's training images
     # Lower bound on optimiser steps: a small data set (a few hundred images) gets more epochs instead of a
     # handful of updates. 0 disables it.
-    min_steps: NonNegInt = 400
+    min_steps: NonNegInt = 520
     batch_size: PosInt = 128  # images per step
     optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
     lr: PosFloat = 3e-3  # peak learning rate after warmup
@@ -266,9 +266,8 @@ class FinetuneParams(Section):
     fine-tune that network from its weights with another loss (a metric loss or a margin head)."""
 
     epochs: NonNegInt = 0  # phase-2 epochs; 0 = no phase 2
-    min_steps: NonNegInt = (
-        120  # like train.min_steps: a small data set gets more phase-2 epochs, not a handful of steps
-    )
+    # Like train.min_steps: a small data set gets more phase-2 epochs, not a handful of steps.
+    min_steps: NonNegInt = 120
     lr: PosFloat = 3e-4  # peak learning rate of phase 2 (cosine decay to train.min_lr)
     warmup_epochs: NonNegFloat = 0.0  # linear warmup of phase 2, epochs
     # Keys of `loss` to change for phase 2, e.g. {metric: triplet, miner: semi_hard, m_per_class: 4}; the rest of

@@ -37,9 +37,10 @@ THIS = Path(__file__).resolve()
 STAGE_LOSS_TOL = 0.05  # absolute, on a cross-entropy of about 3
 STAGE_METRIC_TOL = 0.1  # absolute, on accuracies over 48 and 96 images and an AUC over 60 trials
 # Without BatchNorm, dropout and bf16 (the "nobn" worker below), nothing depends on the world size but the order in
-# which gloo sums gradients: measured 3e-7 relative difference of all weights after 3 epochs. 1e-5 leaves room for
-# other CPUs; training with the gradients left unsynchronised (no DDP) was measured off by 3e-2.
-WEIGHTS_RTOL = 1e-5
+# which gloo sums gradients: measured 3e-7 relative difference of all weights after 3 epochs without centre loss,
+# 3e-5 with the default centre loss (its large gradients amplify the reordering). 1e-4 leaves room for other CPUs;
+# training with the gradients left unsynchronised (no DDP) was measured off by 3e-2.
+WEIGHTS_RTOL = 1e-4
 
 
 def child_env() -> dict[str, str]:
@@ -266,9 +267,12 @@ def test_train_stage_on_two_processes_matches_one(stage_project: Path):
     writes = (audit / "writes.0").read_text()
     assert "checkpoint.pt" in writes and "model.pt" in writes and "metrics.json" in writes
     assert not (audit / "writes.1").exists(), (audit / "writes.1").read_text()
-    assert sorted(p.name for p in (stage_project / "models/two").iterdir()) == ["checkpoint.pt", "model.pt"]
+    assert sorted(p.name for p in (stage_project / "models/two").iterdir()) == ["checkpoint.pt", "finetune", "model.pt"]
+    rows = epochs + STAGE_PARAMS["finetune"]["epochs"]  # phase 1, then the phase-2 fine-tune
     for tsv in (stage_project / "dvclive/two/plots/metrics").glob("*.tsv"):
-        assert len(tsv.read_text().splitlines()) == 1 + epochs, f"{tsv.name}: one row per epoch expected"
+        steps = [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+        assert steps == sorted(set(steps)) and steps[-1] < rows, f"{tsv.name}: at most one row per epoch expected"
+    assert len((stage_project / "dvclive/two/plots/metrics/train_loss.tsv").read_text().splitlines()) == 1 + rows
 
     ckpt = {n: torch.load(stage_project / f"models/{n}/checkpoint.pt", weights_only=False) for n in ("one", "two")}
     assert (ckpt["one"]["world_size"], ckpt["two"]["world_size"]) == (1, 2)
@@ -277,7 +281,7 @@ def test_train_stage_on_two_processes_matches_one(stage_project: Path):
 
     final = {n: json.loads((stage_project / f"dvclive/{n}/metrics.json").read_text()) for n in ("one", "two")}
     assert final["two"]["train_loss"] == pytest.approx(final["one"]["train_loss"], abs=STAGE_LOSS_TOL)
-    for key in ("val_accuracy", "fold_accuracy", "val_auc"):
+    for key in ("val_accuracy", "val_auc"):  # folds.holdout: validation, so val_accuracy is the held-out fold
         assert final["two"][key] == pytest.approx(final["one"][key], abs=STAGE_METRIC_TOL), key
 
     # the real model's 2-process checkpoint loads in 1 process: nothing left to train, model.pt written again

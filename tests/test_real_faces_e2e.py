@@ -51,8 +51,17 @@ def test_local_hw2p2_folder_of_64px_real_faces(tmp_path: Path):
 
 def test_greyscale_pgm_imagefolder(tmp_path: Path):
     orl = shared_data("orl40") / "images"
-    params = merge(TRAIN_ONLY, {"data": {"source": "imagefolder", "path": str(orl)}, "imagefolder": {"image_size": 32}})
+    # the other fold layout: folds over the training images, validation classification held out from every model
+    params = merge(
+        TRAIN_ONLY,
+        {
+            "data": {"source": "imagefolder", "path": str(orl)},
+            "imagefolder": {"image_size": 32},
+            "folds": {"holdout": "train"},
+        },
+    )
     project = make_project(tmp_path / "project", params)
     run(["dvc", "repro"], project)
     score = run(["python", "-m", "pipeline", "score", "submissions/verification.csv"], project).stdout
     assert '"auc"' in score
+    assert pd.read_csv(project / "folds/folds.csv")["path"].str.startswith("train_data/").all()
