@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from pipeline import distributed, metrics
 from pipeline.dataset import FaceDataset
-from pipeline.ensemble import verification_scores
 from pipeline.io import atomic_path
 from pipeline.losses import MPerClassEpochSampler, build_objective
 from pipeline.models import FaceNet, l2_normalise
 from pipeline.params import LossParams, ModelParams, Params, TrainParams
+from pipeline.scoring import verification_scores
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params
         out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
     if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
         emb, _ = distributed.infer_sharded(model, sets.ver_images, **kw)
-        scores = verification_scores(emb, sets.ver_names, sets.trials, cfg.score)
+        scores = verification_scores(emb, sets.ver_names, sets.trials, cfg.score.metric, cfg.score.center)
         out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
     return out
 

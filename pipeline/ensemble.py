@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline import metrics
 from pipeline.params import ScoreParams
-from pipeline.scoring import normalise, trial_scores
+from pipeline.scoring import normalise, trial_scores, verification_scores
 
 
 @dataclass
@@ -44,22 +44,14 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (scores.std() + 1e-12)
 
 
-def verification_scores(embeddings: np.ndarray, names: list[str], trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
-    """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
-    scored is subtracted first, so that the direction every face shares does not count as similarity. It uses
-    the images' embeddings and nothing of their labels; Euclidean distances do not change under it."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if p.center and p.metric == "cosine" and len(emb) > 1:
-        emb = emb - emb.mean(axis=0)
-    return trial_scores(emb, names, trials, metric=p.metric)
-
-
 def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
     """Ensemble trial scores: cosine of the mean L2-normalised embedding, or the mean of z-scored fold scores."""
     if p.ensemble == "mean_embedding":
         mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
-        return verification_scores(mean, folds[0].names(split), trials, p)
-    per_fold = [zscore(verification_scores(f.embeddings(split), f.names(split), trials, p)) for f in folds]
+        return verification_scores(mean, folds[0].names(split), trials, p.metric, p.center)
+    per_fold = [
+        zscore(verification_scores(f.embeddings(split), f.names(split), trials, p.metric, p.center)) for f in folds
+    ]
     return np.mean(per_fold, axis=0).astype(np.float32)
 
 
@@ -91,7 +83,9 @@ def evaluate(
     results: dict[str, dict[str, float]] = {}
     scores: dict[str, np.ndarray] = {}
     for fold in folds:
-        s = verification_scores(fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p)
+        s = verification_scores(
+            fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p.metric, p.center
+        )
         scores[fold.name] = s
         m = masks[fold.name]
         results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"][m], val_labels[m])

@@ -413,3 +413,19 @@ def trial_scores(
             diff = ea - eb
             out[start : start + chunk] = -np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
+
+
+def verification_scores(
+    embeddings: np.ndarray,
+    names: Sequence[str],
+    trials: pd.DataFrame,
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    center: bool = False,
+) -> np.ndarray:
+    """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
+    scored is subtracted first, so that the direction every face shares does not count as similarity. It uses
+    the images' embeddings and nothing of their labels; Euclidean distances do not change under it."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if center and metric == "cosine" and len(emb) > 1:
+        emb = emb - emb.mean(axis=0)
+    return trial_scores(emb, names, trials, metric=metric)

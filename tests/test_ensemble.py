@@ -64,21 +64,20 @@ def test_images_no_trained_fold_held_out_are_left_out_of_the_ensemble_accuracy()
 
 
 def test_centring_subtracts_the_mean_embedding_of_the_scored_images():
-    from pipeline.ensemble import verification_scores
+    from pipeline.scoring import verification_scores
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(6, 4)).astype(np.float32) + 5.0  # a large shared direction
     names = [f"{i}.jpg" for i in range(6)]
     trials = pd.DataFrame({"a": ["0.jpg", "2.jpg"], "b": ["1.jpg", "3.jpg"]})
-    plain = verification_scores(emb, names, trials, ScoreParams())
-    centred = verification_scores(emb, names, trials, ScoreParams(center=True))
+    plain = verification_scores(emb, names, trials)
+    centred = verification_scores(emb, names, trials, center=True)
     c = emb - emb.mean(axis=0)
     want = [c[a] @ c[b] / np.linalg.norm(c[a]) / np.linalg.norm(c[b]) for a, b in ((0, 1), (2, 3))]
     np.testing.assert_allclose(centred, want, rtol=1e-5)
     assert (plain > 0.9).all()  # without centring the shared direction dominates
-    euclid = ScoreParams(metric="euclidean")
     np.testing.assert_allclose(
-        verification_scores(emb, names, trials, euclid.model_copy(update={"center": True})),
-        verification_scores(emb, names, trials, euclid),
+        verification_scores(emb, names, trials, "euclidean", center=True),
+        verification_scores(emb, names, trials, "euclidean"),
         rtol=1e-5,
     )
