@@ -6,7 +6,8 @@ Manifests (CSV, paths relative to the competition root, POSIX separators):
 - ``train.csv``: path, identity, subset          - ``classes.csv``: class, identity
 - ``val_classification.csv``: path, identity     - ``test_classification.csv``: path, id
 - ``val_verification.csv`` / ``test_verification.csv``: path, name (unique images the trials use)
-- ``val_trials.csv``: a, b, label, trial         - ``test_trials.csv``: a, b, trial
+- ``val_trials.txt``: ``a b label`` lines        - ``test_trials.txt``: ``a b`` lines (the trial-file format,
+  normalised: no BOM, LF endings, no trailing blank lines; `pipeline.scoring.read_trial_manifest` reads them)
 - ``bad_images.csv``: path, error                - ``summary.json``: counts
 """
 
@@ -23,7 +24,7 @@ from pipeline import images
 from pipeline.archive import LayoutError
 from pipeline.io import atomic_dir, write_json
 from pipeline.params import DataParams, LayoutParams, SubmissionParams
-from pipeline.scoring import check_trial_images, read_trials
+from pipeline.scoring import TRIAL_MANIFESTS, check_trial_images, read_trials, write_trials
 from pipeline.submission import classification_ids, read_order
 
 log = logging.getLogger(__name__)
@@ -182,13 +183,22 @@ def build_index(
         trials = frames["val_trials"]
         folder = root / layout.val_verification_dir
         bad_names = {Path(p).name for p in bad_set if (root / p).parent == folder}
-        frames["val_trials"] = trials[~(trials["a"].isin(bad_names) | trials["b"].isin(bad_names))]
+        kept = trials[~(trials["a"].isin(bad_names) | trials["b"].isin(bad_names))]
+        if kept["label"].nunique() < 2:
+            raise LayoutError(
+                f"{root / layout.val_trials}: after skipping {len(bad)} unreadable images, the validation trials "
+                f"left ({len(kept)} of {len(trials)}) no longer hold both labels; AUC needs both 0 and 1"
+            )
+        frames["val_trials"] = kept
         log.warning("skipped %d unreadable images (data.on_bad_image: skip); see bad_images.csv", len(bad))
     frames["bad_images"] = bad
     summary = {name: len(df) for name, df in frames.items()}
     summary["identities"] = len(frames["classes"])
     with atomic_dir(out) as tmp:
         for name, df in frames.items():
-            df.to_csv(tmp / f"{name}.csv", index=False)
+            if name in TRIAL_MANIFESTS:
+                write_trials(tmp / f"{name}.txt", df, labelled=TRIAL_MANIFESTS[name])
+            else:
+                df.to_csv(tmp / f"{name}.csv", index=False)
         write_json(tmp / "summary.json", summary)
     return summary

@@ -204,7 +204,7 @@ class TrainParams(Section):
     epochs: PosInt = 12  # passes over the fold's training images
     # Lower bound on optimiser steps: a small data set (a few hundred images) gets more epochs instead of a
     # handful of updates. 0 disables it.
-    min_steps: NonNegInt = 520
+    min_steps: NonNegInt = 1040
     batch_size: PosInt = 128  # images per step
     optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
     lr: PosFloat = 3e-3  # peak learning rate after warmup

@@ -75,6 +75,29 @@ def test_second_run_reuses_the_cached_set(small_run):
     assert "[indexing]" in proc.stdout and "[scoring]" not in proc.stdout
 
 
+@SLOW
+def test_a_cache_with_older_manifests_is_reindexed_not_rendered(small_run):
+    """A set cached before the index stage's manifests changed gets new manifests over the same rendered images."""
+    from pipeline.bench.dataset import INDEX_VERSION, SMALL_SCALE, prepare
+    from pipeline.scoring import read_trial_manifest
+
+    _, _, cache = small_run
+    folder = next(cache.glob("small-*"))
+    spec = json.loads((folder / "spec.json").read_text())
+    old = {k: v for k, v in spec.items() if k != "index_version"}  # as written before index versions existed
+    (folder / "spec.json").write_text(json.dumps(old))
+    (folder / "index" / "test_trials.txt").unlink()
+    image = next((folder / "raw" / "test_verification").iterdir())
+    rendered = image.stat().st_mtime_ns
+    decoded = (folder / "decoded" / "train.npy").stat().st_mtime_ns
+    data = prepare(cache, SMALL_SCALE, spec["data"]["image_size"], seed=spec["seed"])
+    assert data.folder == folder
+    assert len(read_trial_manifest(data.index, "test_trials")) == spec["synthetic"]["test_trials"]
+    assert json.loads((folder / "spec.json").read_text())["index_version"] == INDEX_VERSION
+    assert image.stat().st_mtime_ns == rendered  # not rendered again
+    assert (folder / "decoded" / "train.npy").stat().st_mtime_ns == decoded  # same image list: not decoded again
+
+
 def test_unknown_benchmark_is_refused():
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.bench", "--only", "scoring,lodaing"], cwd=ROOT, capture_output=True, text=True

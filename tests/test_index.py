@@ -10,6 +10,7 @@ import pytest
 from pipeline.data import decode_manifest, load_array, read_manifest
 from pipeline.index import LayoutError, build_index, natural_key
 from pipeline.params import DataParams, LayoutParams, SubmissionParams, SyntheticParams
+from pipeline.scoring import checked_trials, read_trial_manifest, read_trials
 from pipeline.sources.synthetic import render_competition
 
 LAYOUT = LayoutParams()
@@ -47,7 +48,7 @@ def test_manifests_of_a_good_competition(competition):
     order = (competition / LAYOUT.test_order).read_text().split()
     test = read_manifest(out, "test_classification")
     assert test["id"].tolist() == [n.removesuffix(".jpg") for n in order]
-    trials = read_manifest(out, "val_trials")
+    trials = read_trial_manifest(out, "val_trials")
     assert set(trials["label"]) == {0, 1}
     assert read_manifest(out, "bad_images").empty
 
@@ -140,3 +141,38 @@ def test_bad_images_skipped_on_request(competition):
     assert summary["train"] == 6 * 4 and summary["bad_images"] == 3
     assert not read_manifest(out, "train")["path"].str.contains("empty|text|truncated").any()
     assert len(read_manifest(out, "bad_images")) == 3
+
+
+def test_trial_manifests_are_the_normalised_trial_files(competition):
+    """A BOM, CRLF endings and trailing blank lines in the source are gone; the frame read back is the one
+    `read_trials` gives for the source, marked as checked for the submission writer."""
+    for name in (LAYOUT.val_trials, LAYOUT.test_trials):
+        path = competition / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n") + b"\r\n  \r\n")
+    index(competition)
+    out = competition.parent / "index"
+    for name, source, labelled in (("val_trials", LAYOUT.val_trials, True), ("test_trials", LAYOUT.test_trials, False)):
+        text = (out / f"{name}.txt").read_bytes()
+        assert not text.startswith(b"\xef\xbb\xbf") and b"\r" not in text
+        assert text.endswith(b"\n") and not text.endswith(b"\n\n")
+        frame = read_trial_manifest(out, name)
+        expected = read_trials(competition / source, labelled=labelled)
+        assert frame.columns.tolist() == expected.columns.tolist()
+        for column in expected.columns:
+            assert frame[column].astype(object).tolist() == expected[column].astype(object).tolist()
+        assert isinstance(frame["a"].dtype, pd.CategoricalDtype) and checked_trials(frame)
+        assert frame.attrs["source"] == str(out / f"{name}.txt")  # errors name the manifest's own lines
+    with pytest.raises(ValueError, match="read_trial_manifest"):
+        read_manifest(out, "val_trials")  # a CSV reader would fail on a missing file, without saying why
+    with pytest.raises(ValueError, match="unknown trial manifest 'train'"):
+        read_trial_manifest(out, "train")
+
+
+def test_skipping_images_may_not_leave_one_trial_label(competition):
+    """Every validation trial names a verification image; with them all unreadable and skipped, no trial is
+    left, and the index says so instead of writing an empty trial manifest."""
+    for path in (competition / LAYOUT.val_verification_dir).iterdir():
+        path.write_text("not an image")
+    with pytest.raises(LayoutError, match="no longer hold both labels"):
+        index(competition, on_bad_image="skip")
+    assert not (competition.parent / "index").exists()

@@ -38,7 +38,8 @@ FULL = {
     "test_trials": 900_000,
 }
 SMALL_SCALE = 0.01  # --small: ~4,300 images and 9,000 test trials, rendered in seconds
-CACHE_VERSION = 1  # bump when what is cached changes shape
+CACHE_VERSION = 1  # bump when the rendered set changes shape (renders everything again)
+INDEX_VERSION = 2  # bump when the index stage's manifests change (re-indexes the cached images only); 2: trial .txt
 DECODED_SPLITS = ("train", "val_verification", "test_verification")
 
 
@@ -131,8 +132,14 @@ def prepare(cache: Path, scale: float, image_size: int, seed: int = 0, workers: 
         "data": data.model_dump(mode="json"),
     }
     spec_file = bench.folder / "spec.json"
-    if spec_file.exists() and json.loads(spec_file.read_text()) == spec:
+    cached = json.loads(spec_file.read_text()) if spec_file.exists() else None
+    if cached == {**spec, "index_version": INDEX_VERSION}:
         log.info("using the cached bench set %s", bench.folder)
+        return bench
+    if cached is not None and {k: v for k, v in cached.items() if k != "index_version"} == spec:
+        log.info("the cached bench set %s has older manifests: indexing its images again", bench.folder)
+        _reindex(bench)
+        write_json(spec_file, {**spec, "index_version": INDEX_VERSION})
         return bench
     if bench.folder.exists():
         log.info("%s holds another or an incomplete set: rebuilding it", bench.folder)
@@ -143,5 +150,15 @@ def prepare(cache: Path, scale: float, image_size: int, seed: int = 0, workers: 
     build_index(bench.raw, bench.index, layout, data, submission)
     for split in DECODED_SPLITS:
         decode_manifest(bench.raw, bench.manifest(split), image_size, bench.decoded / f"{split}.npy")
-    write_json(spec_file, spec)
+    write_json(spec_file, {**spec, "index_version": INDEX_VERSION})
     return bench
+
+
+def _reindex(bench: BenchData) -> None:
+    """Write the manifests anew over the rendered images, decoding again only the splits whose image list changed."""
+    before = {split: bench.manifest(split)["path"].tolist() for split in DECODED_SPLITS}
+    shutil.rmtree(bench.index)
+    build_index(bench.raw, bench.index, bench.layout, bench.data, bench.submission)
+    for split in DECODED_SPLITS:
+        if bench.manifest(split)["path"].tolist() != before[split]:
+            decode_manifest(bench.raw, bench.manifest(split), bench.synth.image_size, bench.decoded / f"{split}.npy")

@@ -18,7 +18,7 @@ from pipeline.bench.common import Context, best_of, dtype_name, make_model, mayb
 from pipeline.bench.report import Row
 from pipeline.engine import FaceModel, infer
 from pipeline.models import l2_normalise
-from pipeline.scoring import trial_scores
+from pipeline.scoring import read_trial_manifest, trial_scores
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def run(ctx: Context) -> list[Row]:
     data, ep = ctx.data, ctx.params.embed
     images = data.array("val_verification")
     names = data.manifest("val_verification")["name"].tolist()
-    trials = data.manifest("val_trials")
+    trials = read_trial_manifest(data.index, "val_trials")
     trained = "trained_model" in ctx.shared
     if trained:
         model = ctx.shared["trained_model"]

@@ -18,7 +18,7 @@ import torch
 from pipeline.bench.common import Context, best_of, count_images, make_model, maybe_compile, sync
 from pipeline.bench.report import Row
 from pipeline.engine import amp_dtype, infer
-from pipeline.scoring import normalise, read_trials, trial_scores
+from pipeline.scoring import normalise, read_trial_manifest, trial_scores
 from pipeline.submission import write_verification
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,14 @@ BOUND_CHUNK = 4096  # trials per gather in the bound, as in `trial_scores`
 
 
 def _score_file(ctx: Context, embeddings: np.ndarray, ids: list[str]) -> tuple[np.ndarray, dict[str, float]]:
-    """What the ensemble stage does for the test trials: parse, score, validate and write the submission.
+    """What the ensemble stage does for the test trials: read the index stage's trial manifest, score, validate
+    and write the submission (the same calls as `pipeline.stages.ensemble`).
 
     Returns:
         The scores and the seconds each phase took (parse, score, write).
     """
     t0 = time.perf_counter()
-    trials = read_trials(ctx.data.raw / ctx.data.layout.test_trials, labelled=False)
+    trials = read_trial_manifest(ctx.data.index, "test_trials")
     t1 = time.perf_counter()
     scores = trial_scores(embeddings, ids, trials, metric=ctx.params.score.metric)
     t2 = time.perf_counter()
@@ -85,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
     runs = [_score_file(ctx, emb, ids) for _ in range(ctx.repeats)]
     scores, phases = min(runs, key=lambda run: sum(run[1].values()))
     seconds = sum(phases.values())
-    trials = read_trials(data.raw / data.layout.test_trials, labelled=False)
+    trials = read_trial_manifest(data.index, "test_trials")
     n_trials = len(trials)
     index = pd.Index(np.asarray(ids, dtype=object))
     ia, ib = index.get_indexer(trials["a"].to_numpy()), index.get_indexer(trials["b"].to_numpy())
@@ -97,7 +98,7 @@ def run(ctx: Context) -> list[Row]:
     _score_file(ctx, emb, ids)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    inputs = ((data.raw / data.layout.test_trials).stat().st_size + emb.nbytes) / 2**20
+    inputs = ((data.index / "test_trials.txt").stat().st_size + emb.nbytes) / 2**20
     ratio = seconds / bound_seconds
     rows = [
         Row(

@@ -10,6 +10,7 @@ from pipeline import metrics, plots
 from pipeline.data import load_array, read_manifest
 from pipeline.ensemble import FoldOutputs, evaluate, pixel_baseline_auc, test_predictions
 from pipeline.io import atomic_path, write_json
+from pipeline.scoring import read_trial_manifest
 from pipeline.stages.common import log, params_from, parser, run, stage
 from pipeline.submission import write_classification, write_verification
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     folds = [FoldOutputs.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
     classes = folds[0].data["classes"].tolist()
     class_of = {name: i for i, name in enumerate(classes)}
-    val_trials = read_manifest(args.index, "val_trials")
+    val_trials = read_trial_manifest(args.index, "val_trials")
     val_cls = read_manifest(args.index, "val_classification")
     unseen = None
     if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     title = f"ensemble AUC {summary['val_auc']:.4f}, pixel baseline {baseline:.4f}"
     plots.roc_and_histogram(curves, labels, scores["ensemble"], title, args.plot)
 
-    test_trials = read_manifest(args.index, "test_trials")
+    test_trials = read_trial_manifest(args.index, "test_trials")
     ids, predicted, test_scores = test_predictions(folds, test_trials, p.score)
     write_classification(
         args.submissions / "classification.csv",

@@ -18,6 +18,7 @@ from pipeline.engine import EvalSets, save_model, train
 from pipeline.io import sha256_file
 from pipeline.params import Params, finetune_params
 from pipeline.pool import StackedImages
+from pipeline.scoring import read_trial_manifest
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 # Params that do not change the trained weights, so a checkpoint written under other values still resumes.
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ver = dict(
         ver_images=load_array(args.decoded / "val_verification.npy"),
         ver_names=ver_manifest["name"].tolist(),
-        trials=read_manifest(args.index, "val_trials"),
+        trials=read_trial_manifest(args.index, "val_trials"),
     )
     if p.folds.holdout == "train":  # train on the other folds; validation_classification is held out from all
         images, rows, held = train_images, np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
