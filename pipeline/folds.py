@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,3 +44,17 @@ def assign_folds(train: pd.DataFrame, k: int, seed: int, what: str = "training i
         for i, (_, held_out) in enumerate(splitter.split(train["path"], train["identity"])):
             fold.iloc[held_out] = i
     return pd.DataFrame({"path": train["path"], "identity": train["identity"], "fold": fold})
+
+
+def read_fold_ids(path: Path, manifest: pd.DataFrame, manifest_name: str, holdout: str) -> np.ndarray:
+    """The fold of each image of `manifest` (the held-out images), from the folds stage's CSV.
+
+    Raises:
+        ValueError: when the CSV lists other images (it was written for other data or another `folds.holdout`).
+    """
+    folds = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not folds["path"].equals(manifest["path"]):
+        raise ValueError(
+            f"{path} does not list the images of {manifest_name} (folds.holdout: {holdout}): rerun the folds stage"
+        )
+    return folds["fold"].astype(int).to_numpy()

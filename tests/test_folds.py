@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from pipeline.folds import assign_folds
+from pipeline.folds import assign_folds, read_fold_ids
 
 
 def images(identities: int, per: int) -> pd.DataFrame:
@@ -29,3 +29,14 @@ def test_two_images_per_identity_over_four_folds_still_cover_every_fold():
 def test_fewer_images_than_folds_names_them():
     with pytest.raises(ValueError, match="folds.k=4 but only 3 validation classification images"):
         assign_folds(images(3, 1), 4, seed=0, what="validation classification images")
+
+
+def test_fold_ids_refuse_a_folds_file_written_for_other_images(tmp_path):
+    held = pd.DataFrame({"path": [f"v/{i}.jpg" for i in range(6)], "identity": ["a", "b", "c"] * 2})
+    folds = assign_folds(held, 2, seed=0, what="validation classification images")
+    folds.to_csv(tmp_path / "folds.csv", index=False)
+    ids = read_fold_ids(tmp_path / "folds.csv", held, "val_classification.csv", "validation")
+    assert ids.tolist() == folds["fold"].tolist()
+    other = held.assign(path=held["path"].str.replace("v/", "t/"))
+    with pytest.raises(ValueError, match=r"does not list the images of train\.csv \(folds\.holdout: train\)"):
+        read_fold_ids(tmp_path / "folds.csv", other, "train.csv", "train")

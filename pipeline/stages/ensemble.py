@@ -9,6 +9,7 @@ import pandas as pd
 from pipeline import metrics, plots
 from pipeline.data import load_array, read_manifest
 from pipeline.ensemble import FoldOutputs, evaluate, pixel_baseline_auc, test_predictions
+from pipeline.folds import read_fold_ids
 from pipeline.io import atomic_path, write_json
 from pipeline.scoring import read_trial_manifest
 from pipeline.stages.common import log, params_from, parser, run, stage
@@ -35,10 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     val_cls = read_manifest(args.index, "val_classification")
     unseen = None
     if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
-        fold_of = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-        if not fold_of["path"].equals(val_cls["path"]):
-            raise ValueError(f"{args.folds} does not list the validation classification images: rerun the folds stage")
-        held = fold_of["fold"].astype(int).to_numpy()
+        held = read_fold_ids(args.folds, val_cls, str(args.index / "val_classification.csv"), p.folds.holdout)
         unseen = {f.name: held == k for f, k in zip(folds, p.folds.train, strict=True)}
     results, scores = evaluate(folds, val_trials, val_cls["identity"].map(class_of).to_numpy(), p.score, unseen)
     ver_names = read_manifest(args.index, "val_verification")["name"].tolist()

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline import augment, distributed
 from pipeline.data import load_array, read_manifest
 from pipeline.engine import EvalSets, save_model, train
+from pipeline.folds import read_fold_ids
 from pipeline.io import sha256_file
 from pipeline.params import Params, finetune_params
 from pipeline.pool import StackedImages
@@ -82,13 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     val_manifest = read_manifest(args.index, "val_classification")
     ver_manifest = read_manifest(args.index, "val_verification")
     held_out = "train" if p.folds.holdout == "train" else "val_classification"
-    folds = pd.read_csv(args.folds, dtype=str, keep_default_na=False)
-    if not folds["path"].equals(read_manifest(args.index, held_out)["path"]):
-        raise ValueError(
-            f"{args.folds} does not list the images of {args.index / (held_out + '.csv')} "
-            f"(folds.holdout: {p.folds.holdout}): rerun the folds stage"
-        )
-    in_fold = folds["fold"].astype(int).to_numpy() == args.fold
+    held_manifest = train_manifest if held_out == "train" else val_manifest
+    fold_ids = read_fold_ids(args.folds, held_manifest, str(args.index / f"{held_out}.csv"), p.folds.holdout)
+    in_fold = fold_ids == args.fold
     labels = train_manifest["identity"].map(class_of).to_numpy()
     val_labels = val_manifest["identity"].map(class_of).to_numpy()
     train_images = load_array(args.decoded / "train.npy")
