@@ -255,7 +255,7 @@ def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params
         out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
     if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
         emb, _ = distributed.infer_sharded(model, sets.ver_images, **kw)
-        scores = verification_scores(emb, sets.ver_names, sets.trials, cfg.score.metric, cfg.score.center)
+        scores = verification_scores(emb, sets.ver_names, sets.trials, **cfg.score.scoring_args())
         out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
     return out
 

@@ -48,9 +48,9 @@ def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, 
     """Ensemble trial scores: cosine of the mean L2-normalised embedding, or the mean of z-scored fold scores."""
     if p.ensemble == "mean_embedding":
         mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
-        return verification_scores(mean, folds[0].names(split), trials, p.metric, p.center)
+        return verification_scores(mean, folds[0].names(split), trials, **p.scoring_args())
     per_fold = [
-        zscore(verification_scores(f.embeddings(split), f.names(split), trials, p.metric, p.center)) for f in folds
+        zscore(verification_scores(f.embeddings(split), f.names(split), trials, **p.scoring_args())) for f in folds
     ]
     return np.mean(per_fold, axis=0).astype(np.float32)
 
@@ -84,7 +84,7 @@ def evaluate(
     scores: dict[str, np.ndarray] = {}
     for fold in folds:
         s = verification_scores(
-            fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, p.metric, p.center
+            fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, **p.scoring_args()
         )
         scores[fold.name] = s
         m = masks[fold.name]

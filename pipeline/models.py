@@ -163,7 +163,13 @@ class FaceNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
         features = int(self.backbone.num_features)
-        self.pool = GeM() if p.pool == "gem" else nn.AdaptiveAvgPool2d(1)
+        if p.pool == "flatten":
+            self.pool = nn.Sequential(
+                nn.AdaptiveAvgPool2d(p.pool_grid), nn.BatchNorm2d(features), nn.Flatten()
+            )
+            features *= p.pool_grid**2
+        else:
+            self.pool = GeM() if p.pool == "gem" else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p.drop_rate)
         self.neck = nn.Linear(features, p.embedding_dim, bias=False)
         self.neck_bn = nn.BatchNorm1d(p.embedding_dim)

@@ -146,7 +146,11 @@ class ModelParams(Section):
     # first strided block; VGG: first two pools). 4 is the stock stem, which leaves a 32 px face 1x1 at the last
     # stage; 2 undoes the second step, 1 both.
     stem_stride: Literal[1, 2, 4] = 2
-    pool: Literal["avg", "gem"] = "avg"  # global pooling of the last feature map: average or GeM (learnable p)
+    # How the last feature map becomes one vector: global average, GeM (learnable p), or `flatten` (ArcFace's
+    # output layer "E": BN, dropout, then the neck over the whole map pooled to a pool_grid x pool_grid grid, so the
+    # embedding keeps where on the face each feature is).
+    pool: Literal["avg", "gem", "flatten"] = "avg"
+    pool_grid: Annotated[int, Field(ge=1, le=16)] = 4  # side of the grid `flatten` pools the last map to
     width: Annotated[float, Field(gt=0.0, le=4.0)] = 0.5  # channel multiplier where the backbone supports it
     embedding_dim: Annotated[int, Field(ge=8, le=8192)] = 256  # L2-normalised embedding size
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # dropout before the embedding neck
@@ -290,10 +294,21 @@ class EmbedParams(Section):
 
 
 class ScoreParams(Section):
-    metric: Literal["cosine", "euclidean"] = "cosine"  # trial score: cosine or negative Euclidean distance
+    # Trial score: cosine, or negative Euclidean distance. The embeddings are unit length, so the two rank trials
+    # alike until query expansion, whose weighted means the distance compares with their lengths (README).
+    metric: Literal["cosine", "euclidean"] = "euclidean"
     center: bool = False  # cosine of embeddings minus the mean embedding of the images scored (no labels used)
+    # alpha-QE before scoring: each embedding becomes the weighted mean of itself and its k nearest (cosine) among
+    # the images of its trial file, weights cosine^qe_alpha, 0 = the plain mean (pipeline/scoring.py; no labels
+    # used). query_expansion: 0 = off.
+    query_expansion: Annotated[int, Field(ge=0, le=100)] = 5
+    qe_alpha: Annotated[float, Field(ge=0.0, le=20.0)] = 1.0
     ensemble: Literal["mean_embedding", "mean_score"] = "mean_embedding"  # how folds are combined
     far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
+
+    def scoring_args(self) -> dict:
+        """The keyword arguments of `scoring.verification_scores` these params set."""
+        return {"metric": self.metric, "center": self.center, "expand": self.query_expansion, "alpha": self.qe_alpha}
 
 
 class SubmissionParams(Section):

@@ -439,17 +439,66 @@ def trial_scores(
     return out
 
 
+def query_expansion(
+    embeddings: np.ndarray, k: int, alpha: float, unit: bool = True, chunk: int = 1024
+) -> np.ndarray:
+    """alpha-weighted query expansion (alpha-QE, Radenovic et al., TPAMI 2018) over one pool of images: each
+    embedding becomes the weighted mean of itself (weight 1) and its `k` most similar others in the pool, each
+    weighted by its cosine similarity (clipped at 0) to the power `alpha`.
+
+    Written here: neither scikit-learn nor pytorch-metric-learning has it. A face's nearest neighbours in the pool
+    are mostly its other photos, so the mean moves each embedding towards its identity's centre; a large `alpha`
+    keeps far (likely other-identity) neighbours from counting. It reads no labels: only the other images of the
+    same pool (a trial file's images), the same way for validation and test.
+
+    Args:
+        unit: Average the L2-normalised embeddings (for cosine scores); False averages them as they are (for
+            Euclidean distances). Neighbours and weights come from cosine similarities either way.
+        chunk: Rows of the similarity matrix held at once: a 40,800-image pool needs chunk x 40,800 floats, not
+            40,800 squared.
+    """
+    import torch  # topk: numpy's argpartition took 1.2 s per 1024 x 40,800 block, torch.topk 0.02 s
+
+    raw = np.asarray(embeddings, dtype=np.float32)
+    if raw.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (images, dims), got shape {raw.shape}")
+    if not np.isfinite(raw).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    units = torch.from_numpy(normalise(raw))
+    base = units if unit else torch.from_numpy(raw)
+    k = min(k, len(raw) - 1)
+    if k < 1:
+        return base.numpy().copy()
+    out, total = base.clone(), torch.ones(len(raw))
+    with torch.inference_mode():
+        for start in range(0, len(raw), chunk):
+            sims = units[start : start + chunk] @ units.T
+            rows = torch.arange(len(sims))
+            sims[rows, start + rows] = -torch.inf  # not its own neighbour
+            top, nearest = sims.topk(k, dim=1)
+            weights = top.clamp(min=0.0) ** alpha
+            out[start : start + chunk] += torch.einsum("rk,rkd->rd", weights, base[nearest])
+            total[start : start + chunk] += weights.sum(dim=1)
+    return (out / total[:, None]).numpy()
+
+
 def verification_scores(
     embeddings: np.ndarray,
     names: Sequence[str],
     trials: pd.DataFrame,
     metric: Literal["cosine", "euclidean"] = "cosine",
     center: bool = False,
+    expand: int = 0,
+    alpha: float = 3.0,
 ) -> np.ndarray:
     """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
-    scored is subtracted first, so that the direction every face shares does not count as similarity. It uses
-    the images' embeddings and nothing of their labels; Euclidean distances do not change under it."""
+    scored is subtracted first, so that the direction every face shares does not count as similarity; with
+    `score.query_expansion` > 0 each embedding is then replaced by its alpha-QE over the images being scored
+    (`query_expansion`). Both use the images' embeddings and nothing of their labels; Euclidean distances do
+    not change under centring."""
     emb = np.asarray(embeddings, dtype=np.float32)
     if center and metric == "cosine" and len(emb) > 1:
         emb = emb - emb.mean(axis=0)
+    if expand:
+        emb = query_expansion(emb, expand, alpha, unit=metric == "cosine")
     return trial_scores(emb, names, trials, metric=metric)

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 
 SLOW = pytest.mark.slow  # real bench processes (the --small run is shared): about a minute on 2 idle cores
-EXPECTED_ROWS = {"scoring": 4, "loading": 2, "training": 2, "embedding": 3, "indexing": 3}  # on CPU
+EXPECTED_ROWS = {"scoring": 5, "loading": 2, "training": 3, "embedding": 3, "indexing": 3}  # on CPU, default params
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,29 @@ def test_gem_matches_its_formula_and_learns_p():
     assert isinstance(FaceNet(params()).pool, torch.nn.AdaptiveAvgPool2d)
 
 
+@pytest.mark.parametrize("side", [32, 64])
+def test_flatten_pool_keeps_the_spatial_layout(side):
+    """`pool: flatten` feeds the neck the whole (grid-pooled) map: moving a feature to another place on the face
+    changes the embedding, where global average pooling cannot tell the two apart."""
+    torch.manual_seed(0)
+    net = FaceNet(params(pool="flatten", pool_grid=2, drop_rate=0.0)).eval()
+    channels = net.backbone.num_features
+    assert net.neck.in_features == channels * 4
+    fmap = torch.zeros(1, channels, 2, 2)
+    fmap[0, 0, 0, 0] = 1.0
+    moved = fmap.roll(1, dims=3)
+    with torch.no_grad():
+        a, b = (net.neck_bn(net.neck(net.pool(m))) for m in (fmap, moved))
+        assert not torch.allclose(a, b)
+        avg = FaceNet(params(drop_rate=0.0)).eval()
+        torch.testing.assert_close(avg.pool(fmap), avg.pool(moved))
+    net.train()
+    emb = net(images(side))  # 32 px leaves a 2x2 map at stem_stride 2, 64 px a 4x4 one: both pool to the grid
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
+    emb.square().sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
 @pytest.mark.parametrize("name", ["resnet18", "tv/shufflenet_v2_x0_5"])
 def test_pretrained_path_loads_a_local_state_dict(tmp_path, name):
     torch.manual_seed(1)

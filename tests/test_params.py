@@ -48,6 +48,8 @@ def test_every_default_key_is_written_in_params_yaml():
         ({"finetune": {"loss": {"miner": "semi_hard"}}}, "finetune.loss: loss.miner='semi_hard' needs a metric loss"),
         ({"finetune": {"epochs": 2, "warmup_epochs": 2}}, "finetune.warmup_epochs (2.0) must be below finetune.epochs"),
         ({"finetune": {"lr": 0}}, "finetune.lr: Input should be greater than 0"),
+        ({"score": {"query_expansion": -1}}, "score.query_expansion: Input should be greater than or equal to 0"),
+        ({"score": {"qe_alpha": "high"}}, "score.qe_alpha: Input should be a valid number"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):

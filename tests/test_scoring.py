@@ -222,3 +222,53 @@ def test_only_the_frame_read_trials_returned_is_marked_checked(tmp_path: Path) -
     assert not scoring.checked_trials(trials["trial"].tolist())
     trials["trial"] = trials["trial"].str.upper()
     assert not scoring.checked_trials(trials)
+
+
+def qe_reference(emb: np.ndarray, k: int, alpha: float, unit: bool) -> np.ndarray:
+    """alpha-QE written out one image at a time: the weighted mean of the image and its k most similar others."""
+    units = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    base = units if unit else emb
+    out = []
+    for i in range(len(emb)):
+        sims = units @ units[i]
+        sims[i] = -np.inf
+        nearest = np.argsort(-sims)[: min(k, len(emb) - 1)]
+        w = np.clip(sims[nearest], 0, None) ** alpha
+        out.append((base[i] + w @ base[nearest]) / (1 + w.sum()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    ("k", "alpha", "unit", "chunk"), [(1, 1.0, True, 1024), (3, 3.0, True, 2), (5, 1.0, False, 3), (50, 0.0, True, 7)]
+)
+def test_query_expansion_matches_its_formula(k, alpha, unit, chunk) -> None:
+    emb = np.random.default_rng(k).normal(size=(11, 6)).astype(np.float32)
+    got = scoring.query_expansion(emb, k, alpha, unit=unit, chunk=chunk)
+    np.testing.assert_allclose(got, qe_reference(emb.astype(np.float64), k, alpha, unit), rtol=1e-4, atol=1e-6)
+
+
+def test_query_expansion_pulls_photos_of_one_face_together() -> None:
+    """Noisy photos of 20 faces, 6 each: after expansion same-face pairs rank above other pairs more often."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    ident = np.repeat(np.arange(20), 6)
+    emb = (centres[ident] + 1.2 * rng.normal(size=(120, 16))).astype(np.float32)
+    names = [f"{i}.jpg" for i in range(120)]
+    a, b = np.triu_indices(120, 1)
+    trials = pd.DataFrame({"a": [names[i] for i in a], "b": [names[j] for j in b]})
+    same = (ident[a] == ident[b]).astype(int)
+    from sklearn.metrics import roc_auc_score
+
+    plain = roc_auc_score(same, scoring.verification_scores(emb, names, trials, "euclidean"))
+    expanded = roc_auc_score(same, scoring.verification_scores(emb, names, trials, "euclidean", expand=5, alpha=1))
+    assert expanded > plain + 0.02, (plain, expanded)
+
+
+def test_query_expansion_edge_cases() -> None:
+    one = np.array([[3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_allclose(scoring.query_expansion(one, 5, 1.0), [[0.6, 0.8]])  # no other image: itself
+    np.testing.assert_allclose(scoring.query_expansion(one, 5, 1.0, unit=False), one)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        scoring.query_expansion(np.array([[1.0, np.nan], [1.0, 0.0]]), 1, 1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        scoring.query_expansion(np.ones(3), 1, 1.0)

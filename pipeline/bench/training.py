@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -84,9 +85,10 @@ def plain_loop_rate(ctx: Context, n_classes: int, steps: int) -> tuple[float, fl
 
 
 def _train_stage_rate(
-    ctx: Context, cfg, rows: np.ndarray, labels: np.ndarray, n_classes: int, attempt: int
+    ctx: Context, cfg, rows: np.ndarray, labels: np.ndarray, n_classes: int, attempt: str, augmented: bool = True
 ) -> tuple[float, torch.nn.Module]:
-    """Images/s of `engine.train`'s second epoch (its checkpoint included), in a fresh folder, and the model."""
+    """Images/s of `engine.train`'s second epoch (its checkpoint included), in a fresh folder, and the model.
+    `augmented=False` swaps the params' augmentation for an empty albumentations pipeline: the loop's own cost."""
     marks: list[float] = []
     start = time.perf_counter()
     model = train(
@@ -95,7 +97,7 @@ def _train_stage_rate(
         rows,
         labels,
         n_classes,
-        augment.build(ctx.params.augment),
+        augment.build(ctx.params.augment) if augmented else A.Compose([]),
         EvalSets(),
         ctx.scratch / f"train{attempt}",
         seed=0,
@@ -129,21 +131,24 @@ def run(ctx: Context) -> list[Row]:
     )
     # Alternate ours, the baseline and the model-only step, and keep the best of each: all three see the same
     # spells of other load (a step rate taken once, minutes earlier, moved row 8 between 0.73x and 0.96x).
-    ours_rates, plain_rates = [], []
+    ours_rates, plain_rates, bare_rates = [], [], []
     for attempt in range(ctx.repeats):
-        rate, model = _train_stage_rate(ctx, cfg, rows, labels[rows], n_classes, attempt)
+        rate, model = _train_stage_rate(ctx, cfg, rows, labels[rows], n_classes, str(attempt))
         ours_rates.append(rate)
         plain_rate, scan = plain_loop_rate(ctx, n_classes, steps)
         plain_rates.append(plain_rate)
+        bare_rates.append(_train_stage_rate(ctx, cfg, rows, labels[rows], n_classes, f"{attempt}-bare", False)[0])
         step_rate = model_step_rate(ctx, n_classes, again=True)
         log.info(
-            "attempt %d: train stage %.0f images/s, plain loop %.0f images/s, model-only step (best so far) %.0f",
+            "attempt %d: train stage %.0f images/s (no augmentation %.0f), plain loop %.0f images/s, "
+            "model-only step (best so far) %.0f",
             attempt + 1,
             rate,
+            bare_rates[-1],
             plain_rate,
             step_rate,
         )
-    ours, plain = max(ours_rates), max(plain_rates)
+    ours, plain, bare = max(ours_rates), max(plain_rates), max(bare_rates)
     ctx.shared["trained_model"] = model
     compiled = "; --compile does not reach engine.train (no train.compile param yet)" if ctx.compile else ""
     rows = []
@@ -191,5 +196,20 @@ def run(ctx: Context) -> list[Row]:
             ours / step_rate >= 0.9,
             "the loader's and the loop's overhead on top of the step; the step is measured on a ready batch, "
             f"best of {ctx.repeats} windows after each train-stage attempt and before the loading rows",
+        ),
+        Row(
+            "training",
+            "the same, augmentation off / model-only step",
+            bare,
+            "img/s",
+            step_rate,
+            "model-only step",
+            bare / step_rate,
+            "report",
+            None,
+            "the loop's own overhead (memmap reads, collate, worker transfer, scheduler, checkpoint): an empty "
+            "albumentations pipeline in place of the params' one, best of "
+            f"{ctx.repeats}; the gap to the row above is the augmentation's CPU time"
+            + (", taken from the step's own cores on a CPU" if ctx.device.type == "cpu" else ""),
         ),
     ]
