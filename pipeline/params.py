@@ -149,7 +149,7 @@ class ModelParams(Section):
     # How the last feature map becomes one vector: global average, GeM (learnable p), or `flatten` (ArcFace's
     # output layer "E": BN, dropout, then the neck over the whole map pooled to a pool_grid x pool_grid grid, so the
     # embedding keeps where on the face each feature is).
-    pool: Literal["avg", "gem", "flatten"] = "avg"
+    pool: Literal["avg", "gem", "flatten"] = "flatten"
     pool_grid: Annotated[int, Field(ge=1, le=16)] = 4  # side of the grid `flatten` pools the last map to
     width: Annotated[float, Field(gt=0.0, le=4.0)] = 0.5  # channel multiplier where the backbone supports it
     embedding_dim: Annotated[int, Field(ge=8, le=8192)] = 256  # L2-normalised embedding size
@@ -303,7 +303,9 @@ class ScoreParams(Section):
     # used). query_expansion: 0 = off.
     query_expansion: Annotated[int, Field(ge=0, le=100)] = 5
     qe_alpha: Annotated[float, Field(ge=0.0, le=20.0)] = 1.0
-    ensemble: Literal["mean_embedding", "mean_score"] = "mean_embedding"  # how folds are combined
+    # How folds are combined: the cosine/distance of the mean L2-normalised embedding, or the mean of each fold's
+    # scores z-normalised over the trials (each fold expanded and scored in its own embedding space).
+    ensemble: Literal["mean_embedding", "mean_score"] = "mean_score"
     far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
 
     def scoring_args(self) -> dict:

@@ -73,7 +73,7 @@ def test_gem_matches_its_formula_and_learns_p():
     assert isinstance(net.pool, GeM)
     net(images(32)).sum().backward()
     assert net.pool.p.grad is not None and net.pool.p.grad != 0
-    assert isinstance(FaceNet(params()).pool, torch.nn.AdaptiveAvgPool2d)
+    assert isinstance(FaceNet(params(pool="avg")).pool, torch.nn.AdaptiveAvgPool2d)
 
 
 @pytest.mark.parametrize("side", [32, 64])
@@ -90,7 +90,7 @@ def test_flatten_pool_keeps_the_spatial_layout(side):
     with torch.no_grad():
         a, b = (net.neck_bn(net.neck(net.pool(m))) for m in (fmap, moved))
         assert not torch.allclose(a, b)
-        avg = FaceNet(params(drop_rate=0.0)).eval()
+        avg = FaceNet(params(pool="avg", drop_rate=0.0)).eval()
         torch.testing.assert_close(avg.pool(fmap), avg.pool(moved))
     net.train()
     emb = net(images(side))  # 32 px leaves a 2x2 map at stem_stride 2, 64 px a 4x4 one: both pool to the grid
