@@ -45,7 +45,8 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 
 
 def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
-    """Ensemble trial scores: cosine of the mean L2-normalised embedding, or the mean of z-scored fold scores."""
+    """Ensemble trial scores (`score.ensemble`): the mean of each fold's z-scored trial scores (each fold's
+    embeddings expanded and scored in its own space), or the score of the mean L2-normalised embedding."""
     if p.ensemble == "mean_embedding":
         mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
         return verification_scores(mean, folds[0].names(split), trials, **p.scoring_args())

@@ -489,7 +489,7 @@ def verification_scores(
     metric: Literal["cosine", "euclidean"] = "cosine",
     center: bool = False,
     expand: int = 0,
-    alpha: float = 3.0,
+    alpha: float = 1.0,
 ) -> np.ndarray:
     """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
     scored is subtracted first, so that the direction every face shares does not count as similarity; with
