@@ -184,7 +184,10 @@ def test_sharded_inference_equals_one_process(tmp_path):
 
 # --- the train stage on 2 processes --------------------------------------------------------------------------------
 
-STAGE_PARAMS = merge(TINY_PARAMS, {"folds": {"train": [0]}, "model": {"drop_rate": 0.0}})
+# Average pooling: the flatten neck's BatchNorm2d adds one more layer whose statistics each process takes over its
+# own half batch, which on these tiny batches moved the 2-process loss by 0.08 (2.42 against 2.34): a numerical
+# difference of the same kind, but beyond the tolerance calibrated on the rest of the network.
+STAGE_PARAMS = merge(TINY_PARAMS, {"folds": {"train": [0]}, "model": {"drop_rate": 0.0, "pool": "avg"}})
 
 
 def run_stage_cmds(project: Path, names: tuple[str, ...]) -> None:
