@@ -130,7 +130,7 @@ def run(ctx: Context) -> list[Row]:
         },
     )
     # Alternate ours, the baseline and the model-only step, and keep the best of each: all three see the same
-    # spells of other load (a step rate taken once, minutes earlier, moved row 8 between 0.73x and 0.96x).
+    # spells of other load (a step rate taken once, minutes earlier, moved end to end / step between 0.73x and 0.96x).
     ours_rates, plain_rates, bare_rates = [], [], []
     for attempt in range(ctx.repeats):
         rate, model = _train_stage_rate(ctx, cfg, rows, labels[rows], n_classes, str(attempt))
