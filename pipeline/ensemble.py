@@ -44,16 +44,22 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (scores.std() + 1e-12)
 
 
-def combined_scores(folds: list[FoldOutputs], split: str, trials: pd.DataFrame, p: ScoreParams) -> np.ndarray:
+def combined_scores(
+    folds: list[FoldOutputs],
+    split: str,
+    trials: pd.DataFrame,
+    p: ScoreParams,
+    per_fold: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """Ensemble trial scores (`score.ensemble`): the mean of each fold's z-scored trial scores (each fold's
-    embeddings expanded and scored in its own space), or the score of the mean L2-normalised embedding."""
+    embeddings expanded and scored in its own space; `per_fold` passes scores already computed), or the score of
+    the mean L2-normalised embedding."""
     if p.ensemble == "mean_embedding":
         mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
         return verification_scores(mean, folds[0].names(split), trials, **p.scoring_args())
-    per_fold = [
-        zscore(verification_scores(f.embeddings(split), f.names(split), trials, **p.scoring_args())) for f in folds
-    ]
-    return np.mean(per_fold, axis=0).astype(np.float32)
+    if per_fold is None:
+        per_fold = [verification_scores(f.embeddings(split), f.names(split), trials, **p.scoring_args()) for f in folds]
+    return np.mean([zscore(s) for s in per_fold], axis=0).astype(np.float32)
 
 
 def pixel_baseline_auc(images: np.ndarray, names: list[str], trials: pd.DataFrame) -> float:
@@ -90,7 +96,7 @@ def evaluate(
         scores[fold.name] = s
         m = masks[fold.name]
         results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"][m], val_labels[m])
-    s = combined_scores(folds, "val_verification", val_trials, p)
+    s = combined_scores(folds, "val_verification", val_trials, p, [scores[f.name] for f in folds])
     scores["ensemble"] = s
     weights = np.stack([masks[f.name] for f in folds]).astype(np.float32)  # folds x images
     probs = np.einsum("fi,fic->ic", weights, np.stack([f.data["val_classification_probs"] for f in folds]))

@@ -164,9 +164,7 @@ class FaceNet(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
         features = int(self.backbone.num_features)
         if p.pool == "flatten":
-            self.pool = nn.Sequential(
-                nn.AdaptiveAvgPool2d(p.pool_grid), nn.BatchNorm2d(features), nn.Flatten()
-            )
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(p.pool_grid), nn.BatchNorm2d(features), nn.Flatten())
             features *= p.pool_grid**2
         else:
             self.pool = GeM() if p.pool == "gem" else nn.AdaptiveAvgPool2d(1)

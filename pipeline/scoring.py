@@ -439,9 +439,7 @@ def trial_scores(
     return out
 
 
-def query_expansion(
-    embeddings: np.ndarray, k: int, alpha: float, unit: bool = True, chunk: int = 1024
-) -> np.ndarray:
+def query_expansion(embeddings: np.ndarray, k: int, alpha: float, unit: bool = True, chunk: int = 1024) -> np.ndarray:
     """alpha-weighted query expansion (alpha-QE, Radenovic et al., TPAMI 2018) over one pool of images: each
     embedding becomes the weighted mean of itself (weight 1) and its `k` most similar others in the pool, each
     weighted by its cosine similarity (clipped at 0) to the power `alpha`.
@@ -482,6 +480,25 @@ def query_expansion(
     return (out / total[:, None]).numpy()
 
 
+def prepare_embeddings(
+    embeddings: np.ndarray,
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    center: bool = False,
+    expand: int = 0,
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """The embeddings `verification_scores` scores: with `score.center` (cosine only) less the mean embedding of
+    the images being scored, so that the direction every face shares does not count as similarity; then, with
+    `score.query_expansion` > 0, each replaced by its alpha-QE over those images (`query_expansion`). Both use the
+    images' embeddings and nothing of their labels; Euclidean distances do not change under centring."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if center and metric == "cosine" and len(emb) > 1:
+        emb = emb - emb.mean(axis=0)
+    if expand:
+        emb = query_expansion(emb, expand, alpha, unit=metric == "cosine")
+    return emb
+
+
 def verification_scores(
     embeddings: np.ndarray,
     names: Sequence[str],
@@ -491,14 +508,5 @@ def verification_scores(
     expand: int = 0,
     alpha: float = 1.0,
 ) -> np.ndarray:
-    """Trial scores by `score.metric`; with `score.center` (cosine only) the mean embedding of the images being
-    scored is subtracted first, so that the direction every face shares does not count as similarity; with
-    `score.query_expansion` > 0 each embedding is then replaced by its alpha-QE over the images being scored
-    (`query_expansion`). Both use the images' embeddings and nothing of their labels; Euclidean distances do
-    not change under centring."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if center and metric == "cosine" and len(emb) > 1:
-        emb = emb - emb.mean(axis=0)
-    if expand:
-        emb = query_expansion(emb, expand, alpha, unit=metric == "cosine")
-    return trial_scores(emb, names, trials, metric=metric)
+    """Trial scores by `score.metric` of the embeddings `prepare_embeddings` makes (centring, query expansion)."""
+    return trial_scores(prepare_embeddings(embeddings, metric, center, expand, alpha), names, trials, metric=metric)

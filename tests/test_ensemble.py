@@ -81,3 +81,20 @@ def test_centring_subtracts_the_mean_embedding_of_the_scored_images():
         verification_scores(emb, names, trials, "euclidean"),
         rtol=1e-5,
     )
+
+
+def test_evaluate_reuses_the_fold_scores_for_the_mean_score_ensemble():
+    """evaluate() hands its per-fold scores to the ensemble instead of expanding every fold again: same result."""
+    from pipeline.ensemble import combined_scores
+
+    rng = np.random.default_rng(1)
+    emb = [rng.normal(size=(8, 4)).astype(np.float32) for _ in range(2)]
+    trials = pd.DataFrame({"a": ["0.jpg", "2.jpg", "4.jpg"], "b": ["1.jpg", "3.jpg", "7.jpg"], "label": [1, 0, 1]})
+    folds = [fold(f"fold{k}", np.tile(RIGHT[:1], (4, 1)), e) for k, e in enumerate(emb)]
+    p = ScoreParams(query_expansion=2, ensemble="mean_score")
+    _, scores = evaluate(folds, trials, LABELS, p)
+    np.testing.assert_allclose(scores["ensemble"], combined_scores(folds, "val_verification", trials, p), rtol=1e-6)
+    assert not np.allclose(
+        scores["ensemble"],
+        combined_scores(folds, "val_verification", trials, p.model_copy(update={"ensemble": "mean_embedding"})),
+    )

@@ -20,7 +20,7 @@ import torch
 from pipeline.bench.common import Context, best_of, count_images, make_model, maybe_compile, sync
 from pipeline.bench.report import Row
 from pipeline.engine import amp_dtype, infer
-from pipeline.scoring import normalise, query_expansion, read_trial_manifest, trial_scores
+from pipeline.scoring import normalise, prepare_embeddings, read_trial_manifest, trial_scores
 from pipeline.submission import write_verification
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ def _score_file(ctx: Context, embeddings: np.ndarray, ids: list[str]) -> tuple[n
     write_verification(ctx.scratch / "verification.csv", trials, scores, ctx.params.submission.verification_header)
     t3 = time.perf_counter()
     return scores, {"parse": t1 - t0, "score": t2 - t1, "write": t3 - t2}
-
-
-def _expand(ctx: Context, embeddings: np.ndarray) -> np.ndarray:
-    sp = ctx.params.score
-    return query_expansion(embeddings, sp.query_expansion, sp.qe_alpha, unit=sp.metric == "cosine")
 
 
 def _bound(emb: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -92,7 +87,8 @@ def run(ctx: Context) -> list[Row]:
     ids = data.manifest("test_verification")["name"].tolist()
     # unit length, as the embed stage writes them
     emb = normalise(np.random.default_rng(0).standard_normal((len(ids), EMBEDDING_DIM)).astype(np.float32))
-    expand_seconds, expanded = best_of(lambda: _expand(ctx, emb), ctx.repeats) if sp.query_expansion else (0.0, emb)
+    # the stage's centring and expansion (`verification_scores` = `prepare_embeddings` + `trial_scores`), timed apart
+    expand_seconds, expanded = best_of(lambda: prepare_embeddings(emb, **sp.scoring_args()), ctx.repeats)
 
     runs = [_score_file(ctx, expanded, ids) for _ in range(ctx.repeats)]
     scores, phases = min(runs, key=lambda run: sum(run[1].values()))
