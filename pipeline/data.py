@@ -37,9 +37,9 @@ def decode_manifest(root: Path, manifest: pd.DataFrame, size: int, out: Path) ->
 
 def read_manifest(index: Path, name: str) -> pd.DataFrame:
     """A CSV manifest written by the index stage, all columns as strings (identity "007" stays "007"). The trial
-    manifests are trial files: `pipeline.scoring.read_trial_manifest` reads them."""
+    manifests are trial files: `pipeline.trial_files.read_trial_manifest` reads them."""
     if name.endswith("_trials"):
-        raise ValueError(f"{name} is a trial file, not a CSV manifest: read it with scoring.read_trial_manifest")
+        raise ValueError(f"{name} is a trial file, not a CSV manifest: read it with trial_files.read_trial_manifest")
     frame = pd.read_csv(index / f"{name}.csv", dtype=str, keep_default_na=False)
     if "label" in frame.columns:
         frame["label"] = frame["label"].astype(np.int8)

@@ -7,9 +7,10 @@ WORLD_SIZE and MASTER_ADDR/PORT set; each rank then joins the process group (`in
 
 What the ranks agree on, so that a run is the same optimisation problem whatever the world size:
 ``train.batch_size`` is the global batch, and global batch k holds the same images in the same order for any
-world size (`rank_share`); gradients are averaged by DDP; losses that compare embeddings with each other see the
-global batch (`wrap_for_global_batch`); evaluation and embedding extraction are sharded by whole batches and
-gathered back in the original row order (`infer_sharded`), so they match a single process.
+world size (`pipeline.samplers.rank_share`); gradients are averaged by DDP; losses that compare embeddings with
+each other see the global batch (`wrap_for_global_batch`); evaluation and embedding extraction are sharded by
+whole batches and gathered back in the original row order (`pipeline.inference.infer_sharded`), so they match a
+single process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.device import resolve_device
 from pipeline.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,6 @@ def init_from_env(tp: TrainParams) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or is_initialized():
         return
-    from pipeline.engine import resolve_device  # engine imports this module
-
     device = resolve_device(tp.device)
     kwargs = {}
     if device.type == "cuda":
@@ -195,21 +195,6 @@ def relaunch(tp: TrainParams, module: str, argv: list[str]) -> bool:
 # --- data and collectives ------------------------------------------------------------------------------------------
 
 
-def rank_share(order: np.ndarray, batch_size: int, rank: int, world: int) -> np.ndarray:
-    """This rank's part of every global batch of `order`, in order: the k-th local batch is the rank-th contiguous
-    slice of global batch k.
-
-    Global batch k is thus the same images whatever the world size, and a group of consecutive positions (an
-    m-per-class sampler's m images) stays on one rank when ``batch_size / world`` is a multiple of m.
-    `order` must hold whole global batches.
-    """
-    if world == 1:
-        return order
-    if batch_size % world or len(order) % batch_size:
-        raise ValueError(f"{len(order)} indices in global batches of {batch_size} cannot be shared by {world} ranks")
-    return order.reshape(-1, world, batch_size // world)[:, rank].reshape(-1)
-
-
 def rank_seed(seed: int, epoch: int) -> int:
     """A torch seed (dropout) for this rank and epoch: ranks draw differently, and an epoch boundary is a fresh,
     reproducible start, so a resumed multi-process run draws what an uninterrupted one would."""
@@ -269,23 +254,6 @@ def shard_range(n: int, batch_size: int, rank: int, world: int) -> tuple[int, in
     """
     batches = -(-n // batch_size)
     return min(n, batches * rank // world * batch_size), min(n, batches * (rank + 1) // world * batch_size)
-
-
-def infer_sharded(model: nn.Module, images: np.ndarray, batch_size: int, **kw) -> tuple[np.ndarray, np.ndarray]:
-    """`engine.infer` on this rank's rows, gathered: every rank gets all embeddings and probabilities in row order.
-
-    With world size 1 it is `engine.infer` itself. Progress bars show on rank 0 only.
-    """
-    from pipeline.engine import infer  # engine imports this module
-
-    world = world_size()
-    if world == 1:
-        return infer(model, images, batch_size=batch_size, **kw)
-    if not is_main():
-        kw["desc"] = None
-    start, stop = shard_range(len(images), batch_size, rank(), world)
-    emb, probs = infer(model, images[start:stop], batch_size=batch_size, **kw) if stop > start else (None, None)
-    return all_gather_rows(emb), all_gather_rows(probs)
 
 
 # --- losses --------------------------------------------------------------------------------------------------------

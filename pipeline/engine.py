@@ -1,4 +1,8 @@
-"""Training and inference loops: AMP, EMA, per-epoch checkpoints with exact resume, dvclive logging.
+"""The training loop: AMP, EMA, one visible step budget, per-epoch checkpoints with exact resume.
+
+`train` runs a few named steps: plan the budget (`plan_budget`), build the model and optimiser (`build`), resume
+from a checkpoint written under the same fingerprint (`resume`), then per epoch run it (`run_epoch`), evaluate it
+(`pipeline.monitor`) and checkpoint it (`save_checkpoint`).
 
 Resuming is exact on CPU: data order and augmentation draws are functions of (seed, epoch, index), and the
 checkpoint holds the RNG state, so a run killed mid-epoch and resumed ends with the same weights as one that
@@ -7,10 +11,9 @@ was never interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,43 +23,26 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import distributed, metrics
+from pipeline import distributed
 from pipeline.dataset import FaceDataset
+from pipeline.device import amp_dtype, autocast, resolve_device
+from pipeline.face_model import FaceModel, start_from
 from pipeline.io import atomic_path
-from pipeline.losses import MPerClassEpochSampler, build_objective
-from pipeline.models import FaceNet, l2_normalise
-from pipeline.params import LossParams, ModelParams, Params, TrainParams
-from pipeline.scoring import verification_scores
+from pipeline.models import resolve_pool_grid
+from pipeline.monitor import EvalSets, evaluate
+from pipeline.params import Params, TrainParams
+from pipeline.samplers import EpochSampler, MPerClassEpochSampler
 
 log = logging.getLogger(__name__)
+
+EVALUATIONS_PER_PHASE = 12  # train.eval_every: auto evaluates about this often, whatever the epoch count
 
 
 class NonFiniteLoss(RuntimeError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
-
-
-class FaceModel(nn.Module):
-    """Embedding network + training objective (head, centres, metric loss), trained and EMA-averaged together.
-
-    One module whose forward returns the loss, so that DDP averages the gradients of the head and the centres too.
-    """
-
-    def __init__(self, model_params: ModelParams, loss_params: LossParams, num_classes: int):
-        super().__init__()
-        self.net = FaceNet(model_params)
-        self.objective = build_objective(loss_params, model_params.embedding_dim, num_classes)
-
-    @property
-    def head(self) -> nn.Module:
-        return self.objective.head
-
-    def forward(
-        self, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.objective(self.net(images), labels, label_smoothing)
 
 
 def optimizer_groups(model: FaceModel, weight_decay: float) -> list[dict]:
@@ -144,322 +130,247 @@ class TrainStep:
         return value, parts
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+@dataclass(frozen=True)
+class Budget:
+    """How long one training phase runs: what `train.epochs` / `train.steps` decide for this data set."""
+
+    steps_per_epoch: int  # optimiser steps per pass over the images (the ragged last batch is dropped)
+    epochs: int
+    eval_every: int  # epochs between validation passes (and always after the last)
+    rule: str  # which knob decided, in words, for the log
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
 
 
-def amp_dtype(device: torch.device, enabled: bool, choice: str) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. fp16 on CPU is refused: it has no scaler there."""
-    if not enabled:
-        return None
-    if choice == "auto":
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
-    if choice == "float16" and device.type != "cuda":
-        raise ValueError("train.amp_dtype: float16 needs CUDA; use bfloat16 (or auto) on CPU")
-    return getattr(torch, choice)
+def plan_budget(tp: TrainParams, steps_per_epoch: int, prefix: str = "train") -> Budget:
+    """`tp.epochs` epochs when it is an integer; with `auto`, the fewest whole epochs whose steps reach `tp.steps`.
 
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Callable[[], contextlib.AbstractContextManager]:
-    if dtype is None:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-class EpochSampler(Sampler):
-    """Shuffles by (seed, epoch) and yields (epoch, index) keys, so workers know the epoch for augmentation.
-
-    With `world` processes, rank `rank` yields its share of every global batch of `batch_size`
-    (`distributed.rank_share`), so the global batches are those of a single process.
+    `prefix` names the params section in messages (`finetune` for phase 2).
     """
-
-    def __init__(self, n: int, seed: int, batch_size: int, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.epoch = n, seed, 0
-        self.batch_size, self.rank, self.world = batch_size, rank, world
-        self.length = (n // batch_size) * batch_size  # drop the ragged last batch: BatchNorm needs > 1 sample
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)[: self.length]
-        order = distributed.rank_share(order, self.batch_size, self.rank, self.world)
-        return iter((self.epoch, int(i)) for i in order)
-
-    def __len__(self) -> int:
-        return self.length // self.world
+    if tp.epochs == "auto":
+        epochs = max(1, math.ceil(tp.steps / steps_per_epoch))
+        rule = f"{prefix}.epochs: auto, the fewest whole epochs reaching {prefix}.steps={tp.steps}"
+    else:
+        epochs = tp.epochs
+        rule = f"{prefix}.epochs={epochs} ({prefix}.steps is not used)"
+    if tp.warmup_epochs >= epochs:
+        raise ValueError(f"{prefix}.warmup_epochs ({tp.warmup_epochs}) must be below the {epochs} epochs of {rule}")
+    every = max(1, epochs // EVALUATIONS_PER_PHASE) if tp.eval_every == "auto" else tp.eval_every
+    return Budget(steps_per_epoch, epochs, every, rule)
 
 
 @dataclass
-class EvalSets:
-    """Arrays evaluated after each epoch; any may be None."""
+class TrainData:
+    """The images one model trains on: rows of `images` with their class indices, and the augmentation."""
 
-    val_images: np.ndarray | None = None  # validation_classification
-    val_labels: np.ndarray | None = None
-    fold_images: np.ndarray | None = None  # held-out fold of the training images
-    fold_labels: np.ndarray | None = None
-    ver_images: np.ndarray | None = None  # validation verification images
-    ver_names: list[str] = field(default_factory=list)
-    trials: object = None  # DataFrame with a, b, label
+    images: np.ndarray  # or a StackedImages view
+    rows: np.ndarray
+    labels: np.ndarray  # class index of each row
+    num_classes: int
+    transform: object  # albumentations pipeline (pipeline.augment.load)
 
 
-@torch.inference_mode()
-def infer(
-    model: FaceModel,
-    images: np.ndarray,
-    device: torch.device,
-    batch_size: int,
-    flip_tta: bool = True,
-    dtype: torch.dtype | None = None,
-    channels_last: bool = True,
-    desc: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """L2-normalised embeddings (flip TTA: sum of both views, then normalise) and class probabilities."""
-    model.eval()
-    cast = autocast(device, dtype)
-    embeddings, probs = [], []
-    batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc=desc, leave=False, disable=desc is None, mininterval=1.0):
-        x = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # copy out of the memmap
-        x = x.permute(0, 3, 1, 2).float()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with cast():
-            emb = model.net(x).float()
-            if flip_tta:
-                emb = emb + model.net(torch.flip(x, dims=[3])).float()
-            logits = model.head.predict(emb if not flip_tta else emb / 2).float()
-        embeddings.append(l2_normalise(emb).cpu().numpy())
-        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
-    return np.concatenate(embeddings), np.concatenate(probs)
+@dataclass
+class Run:
+    """Everything one training phase holds while it runs."""
+
+    model: FaceModel
+    trainer: TrainStep
+    scheduler: object
+    loader: DataLoader
+    budget: Budget
+    device: torch.device
+    ckpt_path: Path
+    fingerprint: str
+    world: int = 1
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> FaceModel:
+        """The model evaluated and saved: the EMA weights when EMA is on."""
+        return self.trainer.ema.module if self.trainer.ema is not None else self.model
 
 
-def evaluate(model: FaceModel, sets: EvalSets, device: torch.device, cfg: Params) -> dict[str, float]:
-    dtype = amp_dtype(device, cfg.embed.amp, cfg.train.amp_dtype)
-    out: dict[str, float] = {}
-    kw = dict(
-        device=device,
-        batch_size=cfg.embed.batch_size,
-        flip_tta=cfg.embed.flip_tta,
-        dtype=dtype,
-        channels_last=cfg.train.channels_last,
+def build(
+    cfg: Params, data: TrainData, out_dir: Path, seed: int, fingerprint: str, init: FaceModel | None, prefix: str
+) -> Run:
+    """Model (from `init`'s weights where given), loader, optimiser step, scheduler and budget; nothing trained."""
+    tp: TrainParams = cfg.train
+    device = distributed.local_device(resolve_device(tp.device))
+    world = distributed.world_size()
+    if tp.batch_size % world:
+        raise ValueError(f"train.batch_size={tp.batch_size} (the global batch) does not divide over {world} processes")
+    torch.manual_seed(seed)
+    model = FaceModel(resolve_pool_grid(cfg.model, cfg.data.image_size), cfg.loss, data.num_classes)
+    if init is not None:
+        log.info("starting from the phase-1 weights: %s", ", ".join(start_from(model, init)))
+    model = model.to(device)
+    if tp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dataset = FaceDataset(data.images, data.rows, data.labels, data.transform, seed=seed)
+    loader = make_loader(dataset, data.labels, cfg, seed, device, distributed.rank(), world)
+    budget = plan_budget(tp, len(loader), prefix)
+    log.info(
+        "%d epochs x %d steps = %d optimiser steps of %d images (%s); evaluating every %d epoch(s)",
+        budget.epochs,
+        budget.steps_per_epoch,
+        budget.steps,
+        tp.batch_size,
+        budget.rule,
+        budget.eval_every,
     )
-    if sets.val_images is not None and len(sets.val_images):
-        _, p = distributed.infer_sharded(model, sets.val_images, **kw)
-        out["val_accuracy"] = metrics.accuracy(sets.val_labels, p.argmax(1))
-    if sets.fold_images is not None and len(sets.fold_images):
-        _, p = distributed.infer_sharded(model, sets.fold_images, **kw)
-        out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
-    if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
-        emb, _ = distributed.infer_sharded(model, sets.ver_images, **kw)
-        scores = verification_scores(emb, sets.ver_names, sets.trials, **cfg.score.scoring_args())
-        out["val_auc"] = metrics.roc_auc(sets.trials["label"].to_numpy(), scores)
-    return out
+    trainer = TrainStep(model, tp, device, amp_dtype(device, tp.amp, tp.amp_dtype))
+    scheduler, _ = create_scheduler_v2(
+        trainer.optimizer,
+        sched="cosine",
+        num_epochs=budget.epochs,
+        min_lr=tp.min_lr,
+        warmup_lr=tp.lr * 0.01,
+        warmup_epochs=tp.warmup_epochs,
+        step_on_epochs=False,
+        updates_per_epoch=budget.steps_per_epoch,
+    )
+    return Run(model, trainer, scheduler, loader, budget, device, out_dir / "checkpoint.pt", fingerprint, world)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state()}
+def resume(run: Run) -> None:
+    """Continue from `run.ckpt_path` when it was written under the same fingerprint (params, data, code)."""
+    if not run.ckpt_path.exists():
+        return
+    ckpt = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
+    if ckpt.get("fingerprint") != run.fingerprint:
+        log.info("%s was written with other params or data; training from scratch", run.ckpt_path)
+        return
+    t = run.trainer
+    run.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    t.scaler.load_state_dict(ckpt["scaler"])
+    if t.ema is not None:
+        t.ema.load_state_dict(ckpt["ema"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    run.start_epoch, run.history = ckpt["epoch"], ckpt["history"]
+    log.info("resuming from %s after epoch %d/%d", run.ckpt_path, run.start_epoch, run.budget.epochs)
+    if ckpt.get("world_size", 1) != run.world:
+        log.info("it was written by %d processes; this run has %d", ckpt.get("world_size", 1), run.world)
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+def wrap_distributed(run: Run, tp: TrainParams) -> None:
+    """With several processes: SyncBatchNorm if asked, global-batch metric losses, and DDP around the model."""
+    if run.world == 1:
+        return
+    model = run.model
+    if tp.sync_bn:
+        if run.device.type != "cuda":
+            raise ValueError("train.sync_bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
+        model = run.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameters: optimiser, EMA hold
+    if model.objective.metric is not None:  # pair mining and triplets must see the global batch
+        metric = model.objective.metric
+        metric.loss = distributed.wrap_for_global_batch(metric.loss)
+        if metric.miner is not None:
+            metric.miner = distributed.wrap_for_global_batch(metric.miner)
+    run.trainer.net = nn.parallel.DistributedDataParallel(  # averages the gradients over the processes
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+    )
+
+
+def run_epoch(run: Run, epoch: int, seed: int) -> dict[str, float]:
+    """One pass over the loader; returns the epoch's row: mean loss (and its parts) over the global batches, lr."""
+    run.model.train()
+    run.loader.sampler.set_epoch(epoch)
+    if run.world > 1:
+        torch.manual_seed(distributed.rank_seed(seed, epoch))  # per-rank dropout draws, reproducible on resume
+    total, seen, part_sums = 0.0, 0, {}
+    step = epoch * run.budget.steps_per_epoch
+    desc = f"epoch {epoch + 1}/{run.budget.epochs}"
+    bar = tqdm(run.loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
+    for images, labels in bar:
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        try:
+            loss, parts = run.trainer(images, labels)
+        except NonFiniteLoss as err:
+            raise NonFiniteLoss(
+                f"{err} (epoch {epoch + 1}); lower train.lr or turn off train.amp. "
+                f"The last good checkpoint is kept: {run.ckpt_path} ({len(run.history)} epochs done)"
+            ) from None
+        step += 1
+        run.scheduler.step_update(num_updates=step)
+        total += loss * len(labels)
+        seen += len(labels)
+        for name, value in parts.items():
+            part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)
+        bar.set_postfix(loss=f"{total / seen:.3f}")
+    total, seen = distributed.all_reduce_sum(total, seen)  # the mean over the global batches
+    row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": run.trainer.optimizer.param_groups[0]["lr"]}
+    if len(part_sums) > 1:  # the loss has several parts: log each (unweighted) too
+        names = sorted(part_sums)
+        sums = distributed.all_reduce_sum(*(part_sums[n] for n in names))
+        row.update({f"train_{n}": v / max(seen, 1) for n, v in zip(names, sums, strict=True)})
+    return row
+
+
+def save_checkpoint(run: Run, epoch: int, cfg: Params) -> None:
+    """Everything `resume` needs, written atomically; the unwrapped model's keys, whatever the world size."""
+    t = run.trainer
+    with atomic_path(run.ckpt_path) as tmp:
+        torch.save(
+            {
+                "model": run.model.state_dict(),
+                "optimizer": t.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "scaler": t.scaler.state_dict(),
+                "ema": t.ema.state_dict() if t.ema is not None else None,
+                "rng": {"torch": torch.get_rng_state()},
+                "epoch": epoch + 1,
+                "history": run.history,
+                "fingerprint": run.fingerprint,
+                "params": cfg.model_dump(mode="json"),
+                "world_size": run.world,
+            },
+            tmp,
+        )
 
 
 def train(
     cfg: Params,
-    train_images: np.ndarray,
-    train_rows: np.ndarray,
-    train_labels: np.ndarray,
-    num_classes: int,
-    transform,
+    data: TrainData,
     eval_sets: EvalSets,
     out_dir: Path,
     seed: int,
     fingerprint: str,
     log_metrics: Callable[[dict[str, float]], None],
     init: FaceModel | None = None,
-) -> FaceModel:
+    prefix: str = "train",
+) -> tuple[FaceModel, Budget]:
     """Train one model, checkpointing after every epoch to ``out_dir/checkpoint.pt`` and resuming from it.
 
     `log_metrics` is called once per epoch, in order, also for epochs replayed from a resumed checkpoint.
     `init` (phase 2 of the transfer recipe) gives the starting weights: its network, and its head when the head
-    is of the same kind and size. Returns the EMA model (or the raw one when EMA is off), in eval mode.
+    is of the same kind and size; `prefix` names phase 2's params section in messages. Returns the EMA model (or
+    the raw one when EMA is off), in eval mode, and the budget that ran.
     """
-    tp: TrainParams = cfg.train
-    device = distributed.local_device(resolve_device(tp.device))
-    world = distributed.world_size()
-    if tp.batch_size % world:
-        raise ValueError(f"train.batch_size={tp.batch_size} (the global batch) does not divide over {world} processes")
-    dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
-    torch.manual_seed(seed)
-    model = FaceModel(cfg.model, cfg.loss, num_classes)
-    if init is not None:
-        carried = start_from(model, init)
-        log.info("starting from the phase-1 weights: %s", ", ".join(carried))
-    model = model.to(device)
-    if tp.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    dataset = FaceDataset(train_images, train_rows, train_labels, transform, seed=seed)
-    loader = make_loader(dataset, train_labels, cfg, seed, device, distributed.rank(), world)
-    sampler = loader.sampler
-    steps_per_epoch = len(loader)
-    epochs = max(tp.epochs, math.ceil(tp.min_steps / steps_per_epoch))
-    eval_every = tp.eval_every
-    if epochs > tp.epochs:
-        eval_every = max(eval_every, epochs // tp.epochs)  # as many evaluations as the planned epochs would have had
-        log.info(
-            "%d steps per epoch: training %d epochs to reach train.min_steps=%d, evaluating every %d",
-            steps_per_epoch,
-            epochs,
-            tp.min_steps,
-            eval_every,
-        )
-    trainer = TrainStep(model, tp, device, dtype)
-    optimizer, scaler, ema = trainer.optimizer, trainer.scaler, trainer.ema
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=epochs,
-        min_lr=tp.min_lr,
-        warmup_lr=tp.lr * 0.01,
-        warmup_epochs=tp.warmup_epochs,
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
-
-    ckpt_path = out_dir / "checkpoint.pt"
-    start_epoch, history = 0, []
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("fingerprint") == fingerprint:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            if ema is not None:
-                ema.load_state_dict(ckpt["ema"])
-            _set_rng_state(ckpt["rng"])
-            start_epoch, history = ckpt["epoch"], ckpt["history"]
-            log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, epochs)
-            if ckpt.get("world_size", 1) != world:
-                log.info("it was written by %d processes; this run has %d", ckpt.get("world_size", 1), world)
-        else:
-            log.info("%s was written with other params or data; training from scratch", ckpt_path)
-    if world > 1:
-        if tp.sync_bn:
-            if device.type != "cuda":
-                raise ValueError("train.sync_bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects: optimizer and EMA hold
-        if model.objective.metric is not None:  # pair mining and triplets must see the global batch
-            metric = model.objective.metric
-            metric.loss = distributed.wrap_for_global_batch(metric.loss)
-            if metric.miner is not None:
-                metric.miner = distributed.wrap_for_global_batch(metric.miner)
-        trainer.net = nn.parallel.DistributedDataParallel(  # averages the gradients over the processes
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    run = build(cfg, data, out_dir, seed, fingerprint, init, prefix)
+    resume(run)
+    wrap_distributed(run, cfg.train)
     if distributed.is_main():
-        for row in history:
+        for row in run.history:
             log_metrics(row)
-
-    step = trainer.step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        if world > 1:
-            torch.manual_seed(distributed.rank_seed(seed, epoch))  # per-rank dropout draws, reproducible on resume
-        total, seen, part_sums = 0.0, 0, {}
-        desc = f"epoch {epoch + 1}/{epochs}"
-        bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0, disable=not distributed.is_main())
-        for images, labels in bar:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            try:
-                loss, parts = trainer(images, labels)
-            except NonFiniteLoss as err:
-                raise NonFiniteLoss(
-                    f"{err} (epoch {epoch + 1}); lower train.lr or turn off train.amp. "
-                    f"The last good checkpoint is kept: {ckpt_path} ({len(history)} epochs done)"
-                ) from None
-            step += 1
-            scheduler.step_update(num_updates=step)
-            total += loss * len(labels)
-            seen += len(labels)
-            for name, value in parts.items():
-                part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
-        total, seen = distributed.all_reduce_sum(total, seen)  # the mean over the global batches
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-        if len(part_sums) > 1:  # the loss has several parts: log each (unweighted) too
-            names = sorted(part_sums)
-            sums = distributed.all_reduce_sum(*(part_sums[n] for n in names))
-            row.update({f"train_{n}": v / max(seen, 1) for n, v in zip(names, sums, strict=True)})
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
-            distributed.broadcast_buffers(ema if ema is not None else model)  # evaluate rank 0's model everywhere
-            row.update(evaluate(ema.module if ema is not None else model, eval_sets, device, cfg))
+    run.trainer.step = run.start_epoch * run.budget.steps_per_epoch
+    epochs = run.budget.epochs
+    for epoch in range(run.start_epoch, epochs):
+        row = run_epoch(run, epoch, seed)
+        if (epoch + 1) % run.budget.eval_every == 0 or epoch + 1 == epochs:
+            distributed.broadcast_buffers(run.final)  # evaluate rank 0's model everywhere
+            row.update(evaluate(run.final, eval_sets, run.device, cfg))
         log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-        history.append(row)
-        if distributed.is_main():  # the unwrapped model's keys: one format for any number of processes
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "rng": _rng_state(),
-                        "epoch": epoch + 1,
-                        "history": history,
-                        "fingerprint": fingerprint,
-                        "params": cfg.model_dump(mode="json"),
-                        "world_size": world,
-                    },
-                    tmp,
-                )
+        run.history.append(row)
+        if distributed.is_main():
+            save_checkpoint(run, epoch, cfg)
             log_metrics(row)
         distributed.barrier()  # no rank runs ahead of a checkpoint still being written
-    final = ema.module if ema is not None else model
-    final.eval()
-    return final
-
-
-def start_from(model: FaceModel, init: FaceModel) -> list[str]:
-    """Copy `init`'s weights into `model`: the whole network, and each part of the objective (head, centres) whose
-    kind and tensor shapes match. The cosine heads (NormFace and the margin heads) share one layout of class
-    vectors, so e.g. ArcFace fine-tuning starts from a NormFace head's classes. Returns the parts carried over."""
-    model.net.load_state_dict(init.net.state_dict())
-    carried = ["network"]
-    for name in ("head", "center"):
-        mine, theirs = getattr(model.objective, name), getattr(init.objective, name)
-        if mine is None or theirs is None or type(mine) is not type(theirs):
-            continue
-        a, b = mine.state_dict(), theirs.state_dict()
-        if a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a):
-            mine.load_state_dict(b)
-            carried.append(name)
-    return carried
-
-
-def save_model(model: FaceModel, cfg: Params, classes: list[str], path: Path) -> None:
-    """The inference artifact: weights (EMA), the model params to rebuild it and the class names."""
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "model_params": cfg.model.model_dump(mode="json"),
-                "loss_params": cfg.loss.model_dump(mode="json"),
-                "classes": classes,
-            },
-            tmp,
-        )
-
-
-def load_model(path: Path, device: torch.device) -> tuple[FaceModel, list[str]]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = FaceModel(ModelParams(**ckpt["model_params"]), LossParams(**ckpt["loss_params"]), len(ckpt["classes"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt["classes"]
+    run.final.eval()
+    return run.final, run.budget

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from pipeline import metrics
+from pipeline.embeddings import FoldEmbeddings, check_aligned
 from pipeline.params import ScoreParams
 from pipeline.scoring import normalise, trial_scores, verification_scores
-
-
-@dataclass
-class FoldOutputs:
-    """One fold's `embed` output (an .npz written by the embed stage)."""
-
-    name: str
-    data: dict[str, np.ndarray]
-
-    @classmethod
-    def load(cls, path: Path) -> FoldOutputs:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(path.stem, {k: z[k] for k in z.files})
-
-    def embeddings(self, split: str) -> np.ndarray:
-        return self.data[f"{split}_embeddings"]
-
-    def names(self, split: str) -> list[str]:
-        return self.data[f"{split}_names"].tolist()
-
-
-def _check_aligned(folds: list[FoldOutputs]) -> None:
-    first = folds[0]
-    for other in folds[1:]:
-        for key in ("classes", "val_verification_names", "test_verification_names", "test_classification_ids"):
-            if not np.array_equal(first.data[key], other.data[key]):
-                raise ValueError(f"{other.name} and {first.name} disagree on {key}: re-run the embed stages")
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
@@ -45,7 +16,7 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 
 
 def combined_scores(
-    folds: list[FoldOutputs],
+    folds: list[FoldEmbeddings],
     split: str,
     trials: pd.DataFrame,
     p: ScoreParams,
@@ -70,7 +41,7 @@ def pixel_baseline_auc(images: np.ndarray, names: list[str], trials: pd.DataFram
 
 
 def evaluate(
-    folds: list[FoldOutputs],
+    folds: list[FoldEmbeddings],
     val_trials: pd.DataFrame,
     val_labels: np.ndarray,
     p: ScoreParams,
@@ -83,7 +54,7 @@ def evaluate(
     validation`); without it no fold trained on any. Each fold's accuracy counts only its unseen images, and the
     ensemble's averages, for each image, the folds that did not see it (out of fold).
     """
-    _check_aligned(folds)
+    check_aligned(folds)
     labels = val_trials["label"].to_numpy()
     every = np.ones(len(val_labels), dtype=bool)
     masks = {f.name: (unseen or {}).get(f.name, every) for f in folds}
@@ -95,11 +66,11 @@ def evaluate(
         )
         scores[fold.name] = s
         m = masks[fold.name]
-        results[fold.name] = _metrics(labels, s, p.far, fold.data["val_classification_probs"][m], val_labels[m])
+        results[fold.name] = _metrics(labels, s, p.far, fold.probs("val_classification")[m], val_labels[m])
     s = combined_scores(folds, "val_verification", val_trials, p, [scores[f.name] for f in folds])
     scores["ensemble"] = s
     weights = np.stack([masks[f.name] for f in folds]).astype(np.float32)  # folds x images
-    probs = np.einsum("fi,fic->ic", weights, np.stack([f.data["val_classification_probs"] for f in folds]))
+    probs = np.einsum("fi,fic->ic", weights, np.stack([f.probs("val_classification") for f in folds]))
     covered = weights.sum(axis=0) > 0  # images some trained fold held out
     results["ensemble"] = _metrics(labels, s, p.far, probs[covered], val_labels[covered])
     return results, scores
@@ -114,12 +85,12 @@ def _metrics(labels: np.ndarray, scores: np.ndarray, far: float, probs: np.ndarr
 
 
 def test_predictions(
-    folds: list[FoldOutputs], test_trials: pd.DataFrame, p: ScoreParams
+    folds: list[FoldEmbeddings], test_trials: pd.DataFrame, p: ScoreParams
 ) -> tuple[list[str], list[str], np.ndarray]:
     """(classification ids, predicted identity names, verification scores) for the test submissions."""
-    _check_aligned(folds)
+    check_aligned(folds)
     classes = folds[0].data["classes"]
-    probs = np.mean([f.data["test_classification_probs"] for f in folds], axis=0)
+    probs = np.mean([f.probs("test_classification") for f in folds], axis=0)
     labels = classes[probs.argmax(axis=1)].tolist()  # identity NAMES: the index is only ours
-    ids = folds[0].data["test_classification_ids"].tolist()
+    ids = folds[0].ids("test_classification")
     return ids, labels, combined_scores(folds, "test_verification", test_trials, p)

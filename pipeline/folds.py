@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
+
+from pipeline.data import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,40 @@ def read_fold_ids(path: Path, manifest: pd.DataFrame, manifest_name: str, holdou
             f"{path} does not list the images of {manifest_name} (folds.holdout: {holdout}): rerun the folds stage"
         )
     return folds["fold"].astype(int).to_numpy()
+
+
+@dataclass
+class LabelledImages:
+    """The labelled images of an index with class indices, and the fold of each image the folds hold out: what the
+    train stage trains and measures on and the ensemble stage scores out of fold, read one way for both."""
+
+    classes: list[str]  # class index -> identity name (the index stage's `classes` manifest)
+    train: pd.DataFrame  # `train` manifest
+    val: pd.DataFrame  # `val_classification` manifest
+    train_labels: np.ndarray  # class index of each training image
+    val_labels: np.ndarray  # class index of each validation classification image
+    holdout: str  # folds.holdout: which of the two the folds partition
+    fold_ids: np.ndarray  # fold of each held-out image, in its manifest's order
+
+    @property
+    def held_manifest(self) -> str:
+        return "train" if self.holdout == "train" else "val_classification"
+
+
+def load_labelled(index: Path, folds_csv: Path, holdout: str) -> LabelledImages:
+    """Read the manifests, the class-index map and the folds CSV (checked against the held-out manifest)."""
+    classes = read_manifest(index, "classes")["identity"].tolist()
+    class_of = {name: i for i, name in enumerate(classes)}
+    train = read_manifest(index, "train")
+    val = read_manifest(index, "val_classification")
+    name = "train" if holdout == "train" else "val_classification"
+    fold_ids = read_fold_ids(folds_csv, train if holdout == "train" else val, str(index / f"{name}.csv"), holdout)
+    return LabelledImages(
+        classes,
+        train,
+        val,
+        train["identity"].map(class_of).to_numpy(),
+        val["identity"].map(class_of).to_numpy(),
+        holdout,
+        fold_ids,
+    )

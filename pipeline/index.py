@@ -7,7 +7,7 @@ Manifests (CSV, paths relative to the competition root, POSIX separators):
 - ``val_classification.csv``: path, identity     - ``test_classification.csv``: path, id
 - ``val_verification.csv`` / ``test_verification.csv``: path, name (unique images the trials use)
 - ``val_trials.txt``: ``a b label`` lines        - ``test_trials.txt``: ``a b`` lines (the trial-file format,
-  normalised: no BOM, LF endings, no trailing blank lines; `pipeline.scoring.read_trial_manifest` reads them)
+  normalised: no BOM, LF endings, no trailing blank lines; `pipeline.trial_files.read_trial_manifest` reads them)
 - ``bad_images.csv``: path, error                - ``summary.json``: counts
 """
 
@@ -24,8 +24,14 @@ from pipeline import images
 from pipeline.archive import LayoutError
 from pipeline.io import atomic_dir, write_json
 from pipeline.params import DataParams, LayoutParams, SubmissionParams
-from pipeline.scoring import TRIAL_MANIFESTS, check_trial_images, read_trials, write_trials
-from pipeline.submission import classification_ids, read_order
+from pipeline.trial_files import (
+    TRIAL_MANIFESTS,
+    check_trial_images,
+    classification_ids,
+    read_order,
+    read_trials,
+    write_trials,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
-from pytorch_metric_learning import samplers as pml_samplers
-from pytorch_metric_learning.utils import common_functions as pml_common
 from torch import nn
-from torch.utils.data import Sampler
 
 from pipeline.params import LossParams
 
@@ -253,51 +248,3 @@ def build_objective(loss: LossParams, embedding_dim: int, num_classes: int) -> O
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     """Softmax cross-entropy with label smoothing, in fp32."""
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-
-
-class MPerClassEpochSampler(Sampler):
-    """pml's MPerClassSampler (m images per identity per batch), made a function of (seed, epoch).
-
-    Yields (epoch, index) keys like `engine.EpochSampler`. pml draws from the module-level
-    `common_functions.NUMPY_RANDOM` and shuffles its label list in place, so each epoch builds a fresh pml sampler
-    and draws its whole index list under a generator seeded with (seed, epoch): a resumed run sees the same batches.
-    """
-
-    def __init__(self, labels: np.ndarray, m: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        labels = np.asarray(labels)
-        classes = len(np.unique(labels))
-        if batch_size % m:
-            raise ValueError(f"loss.m_per_class={m} must divide train.batch_size={batch_size}")
-        if m * classes < batch_size:  # too few identities for batch_size / m of them per batch: more images each
-            wider = next(d for d in range(m, batch_size + 1) if batch_size % d == 0 and d * classes >= batch_size)
-            log.warning(
-                "loss.m_per_class=%d x %d identities is below train.batch_size=%d: taking %d images per identity",
-                m,
-                classes,
-                batch_size,
-                wider,
-            )
-            m = wider
-        self.labels, self.m, self.batch_size, self.seed, self.epoch = labels, m, batch_size, seed, 0
-        self.rank, self.world = rank, world
-        self.length = max(batch_size, (len(labels) // batch_size) * batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        sampler = pml_samplers.MPerClassSampler(self.labels, self.m, self.batch_size, self.length)
-        saved = pml_common.NUMPY_RANDOM
-        pml_common.NUMPY_RANDOM = np.random.RandomState([self.seed, self.epoch])
-        try:
-            order = list(sampler)
-        finally:
-            pml_common.NUMPY_RANDOM = saved
-        if self.world > 1:  # each rank takes its slice of every global batch, as engine.EpochSampler does
-            from pipeline.distributed import rank_share
-
-            order = rank_share(np.asarray(order), self.batch_size, self.rank, self.world).tolist()
-        return iter((self.epoch, int(i)) for i in order)
-
-    def __len__(self) -> int:
-        return self.length // self.world

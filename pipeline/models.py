@@ -148,6 +148,10 @@ class GeM(nn.Module):
             return F.adaptive_avg_pool2d(x, 1).pow(1.0 / self.p)
 
 
+def _backbone(p: ModelParams) -> nn.Module:
+    return _tv_backbone(p) if p.name.startswith(TV_PREFIX) else _timm_backbone(p)
+
+
 class FaceNet(nn.Module):
     """Backbone features -> global pool (avg or GeM) -> dropout -> linear -> BatchNorm neck: the embedding.
 
@@ -156,7 +160,7 @@ class FaceNet(nn.Module):
 
     def __init__(self, p: ModelParams):
         super().__init__()
-        self.backbone = _tv_backbone(p) if p.name.startswith(TV_PREFIX) else _timm_backbone(p)
+        self.backbone = _backbone(p)
         cfg = timm.data.resolve_model_data_config(self.backbone) if hasattr(self.backbone, "pretrained_cfg") else {}
         mean = cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
         std = cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
@@ -164,6 +168,8 @@ class FaceNet(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
         features = int(self.backbone.num_features)
         if p.pool == "flatten":
+            if not isinstance(p.pool_grid, int):
+                raise ValueError("model.pool_grid: auto must be resolved first (pipeline.models.resolve_pool_grid)")
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(p.pool_grid), nn.BatchNorm2d(features), nn.Flatten())
             features *= p.pool_grid**2
         else:
@@ -179,6 +185,38 @@ class FaceNet(nn.Module):
         x = (images - self.mean) / self.std
         x = self.pool(self.backbone.forward_features(x)).flatten(1)
         return self.neck_bn(self.neck(self.dropout(x)))
+
+
+def last_feature_side(p: ModelParams, image_size: int) -> int:
+    """Side of the backbone's last feature map for `image_size` px inputs, from one forward pass of zeros (exact
+    for any stem, stride and padding; no pretrained weights are loaded)."""
+    backbone = _backbone(p.model_copy(update={"pretrained": False})).eval()
+    with torch.inference_mode():
+        return int(backbone.forward_features(torch.zeros(1, 3, image_size, image_size)).shape[-1])
+
+
+def resolve_pool_grid(p: ModelParams, image_size: int) -> ModelParams:
+    """`p` with `pool_grid` an integer: for `auto`, the last feature map's side at `image_size`.
+
+    Raises:
+        ValueError: naming model.pool_grid and data.image_size, for a grid larger than the last map (adaptive
+            pooling would only repeat its cells).
+    """
+    if p.pool != "flatten":
+        return p
+    side = last_feature_side(p, image_size)
+    if p.pool_grid == "auto":
+        log.info(
+            "model.pool_grid: auto -> %d (the last feature map of %s at data.image_size=%d)", side, p.name, image_size
+        )
+        return p.model_copy(update={"pool_grid": side})
+    if p.pool_grid > side:
+        raise ValueError(
+            f"model.pool_grid={p.pool_grid} is larger than the {side}x{side} last feature map of {p.name} at "
+            f"data.image_size={image_size} (model.stem_stride={p.stem_stride}): use model.pool_grid: auto or at "
+            f"most {side}, or a larger data.image_size"
+        )
+    return p
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 PARAMS_FILE = Path("params.yaml")
@@ -24,18 +33,80 @@ PosFloat = Annotated[float, Field(gt=0.0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 
 
+def _int_or_auto(low: int, high: int | None = None) -> Any:
+    """An integer in [low, high], or the string "auto": one clear message for anything else (pydantic's own union
+    error would name each member of the union separately)."""
+
+    def check(value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+            raise ValueError(f"must be {bound} or 'auto'")
+        return value
+
+    return Annotated[int | Literal["auto"], BeforeValidator(check)]
+
+
 class ParamsError(ValueError):
     """A params file that cannot be used; the message names the key."""
 
 
+_reads: set[str] | None = None  # dotted keys read since `trace_reads()`; None = not tracing
+_ROOT = "."  # the path mark of the whole params (`Params`); sections built on their own have none ("")
+
+
+def trace_reads() -> set[str]:
+    """Start recording which keys are read (leaf fields, or whole sections through `model_dump`) of the params
+    loaded by `load_params`/`parse_params`; returns the live set. What a stage reads must be what its dvc.yaml
+    `params:` list declares (tests/test_e2e.py runs the real stages with PIPELINE_PARAMS_TRACE set)."""
+    global _reads
+    _reads = set()
+    return _reads
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _path: str = PrivateAttr("")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if _reads is not None and name[:1] != "_" and name in type(self).model_fields:
+            if not isinstance(value, Section):  # a section is read through its keys
+                _record(self, name)
+        return value
+
+    def __eq__(self, other: object) -> bool:  # the same keys and values; where a section sits (`_path`) is no part
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        if _reads is not None and self._path != _ROOT:  # a dump of everything (a checkpoint's record) is no dependence
+            _record(self, None)
+        return super().model_dump(**kwargs)
+
+
+def _record(section: Section, name: str | None) -> None:
+    path = section.__pydantic_private__.get("_path", "") if section.__pydantic_private__ else ""
+    if path and _reads is not None:
+        _reads.add(name if path == _ROOT else path if name is None else f"{path}.{name}")
+
+
+def _mark_paths(section: Section, path: str) -> None:
+    section._path = path
+    for key in type(section).model_fields:
+        child = BaseModel.__getattribute__(section, key)
+        if isinstance(child, Section):
+            _mark_paths(child, key if path == _ROOT else f"{path}.{key}")
 
 
 class DataParams(Section):
     source: Literal["synthetic", "local", "imagefolder", "kaggle"] = "synthetic"  # where the competition comes from
     path: str | None = None  # folder or zip for `local` / `imagefolder` (relative to the repo or absolute)
-    image_size: Annotated[int, Field(ge=16, le=512)] = 32  # model input side, px; images are resized to it
+    # Model input side, px: the decode stage resizes every image to it, whatever size the source wrote
+    # (synthetic.render_size, imagefolder.crop_size or the downloaded files).
+    image_size: Annotated[int, Field(ge=16, le=512)] = 32
     train_subsets: list[str] = ["medium"]  # folders under layout.train_dir used for training
     on_bad_image: Literal["fail", "skip"] = "fail"  # unreadable images: stop with the list, or skip and report
 
@@ -74,7 +145,7 @@ class SyntheticParams(Section):
     verification_images: Annotated[int, Field(ge=2)] = 8  # images per verification identity
     val_trials: PosInt = 3000  # lines in the validation trial file (half same-identity)
     test_trials: PosInt = 3000  # lines in the test trial file
-    image_size: Annotated[int, Field(ge=16, le=256)] = 32  # rendered side, px (Spring 2019: 32)
+    render_size: Annotated[int, Field(ge=16, le=256)] = 32  # side of the rendered JPEGs, px (Spring 2019: 32)
     difficulty: Prob = 0.5  # 0 = studio portraits, 1 = harsh pose/light/occlusion
     jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90  # upper end of the per-image JPEG quality range
 
@@ -86,7 +157,7 @@ class ImagefolderParams(Section):
     val_images: NonNegInt = 2  # per classification identity
     test_images: NonNegInt = 2  # per classification identity
     max_same_pairs: PosInt = 20  # cap of same-identity trials per verification identity
-    image_size: Annotated[int, Field(ge=0, le=1024)] = 64  # side of the written crops, px; 0 keeps the source size
+    crop_size: Annotated[int, Field(ge=0, le=1024)] = 64  # side of the written crops, px; 0 keeps the source size
     center_crop: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # fraction of the short side kept (LFW 250 px: 0.48)
     seed: NonNegInt = 11785  # split seed, separate from the training seed
 
@@ -150,7 +221,9 @@ class ModelParams(Section):
     # output layer "E": BN, dropout, then the neck over the whole map pooled to a pool_grid x pool_grid grid, so the
     # embedding keeps where on the face each feature is).
     pool: Literal["avg", "gem", "flatten"] = "flatten"
-    pool_grid: Annotated[int, Field(ge=1, le=16)] = 4  # side of the grid `flatten` pools the last map to
+    # Side of the grid `flatten` pools the last feature map to. auto: the map's own side at data.image_size (2 at
+    # 32 px, 4 at 64 px with stem_stride 2); an integer above that side is an error (it would only repeat cells).
+    pool_grid: _int_or_auto(1, 16) = "auto"
     width: Annotated[float, Field(gt=0.0, le=4.0)] = 0.5  # channel multiplier where the backbone supports it
     embedding_dim: Annotated[int, Field(ge=8, le=8192)] = 256  # L2-normalised embedding size
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # dropout before the embedding neck
@@ -205,10 +278,12 @@ LossOverrides = _optional(LossParams, "LossOverrides")
 
 
 class TrainParams(Section):
-    epochs: PosInt = 12  # passes over the fold's training images
-    # Lower bound on optimiser steps: a small data set (a few hundred images) gets more epochs instead of a
-    # handful of updates. 0 disables it.
-    min_steps: NonNegInt = 1040
+    # The training length is one budget. An integer runs exactly that many passes over the fold's training images
+    # (train.steps is then not used); auto runs the fewest whole epochs whose optimiser steps reach train.steps, so
+    # a small data set (a few hundred images) gets more epochs, not a handful of updates. The stage logs and
+    # writes (dvclive/fold<k>/metrics.json: epochs, steps) what ran.
+    epochs: _int_or_auto(1) = "auto"
+    steps: PosInt = 1040  # optimiser-step budget of `epochs: auto`, rounded up to whole epochs
     batch_size: PosInt = 128  # images per step
     optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
     lr: PosFloat = 3e-3  # peak learning rate after warmup
@@ -224,7 +299,7 @@ class TrainParams(Section):
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.998  # per-step EMA decay
     num_workers: NonNegInt = 1  # DataLoader worker processes
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
-    eval_every: PosInt = 1  # epochs between validation passes
+    eval_every: _int_or_auto(1) = "auto"  # epochs between validation passes; auto: about 12 per phase
     verification_eval: bool = True  # compute validation-trial AUC each eval (cheap at 32 px)
     # Several processes (pipeline/distributed.py): above 1 process in all, the train stage relaunches itself under
     # torchrun with DDP. batch_size stays the global batch; each process gets batch_size / (nproc_per_node * nnodes).
@@ -241,7 +316,7 @@ class TrainParams(Section):
     def _lr_order(self) -> TrainParams:
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) is above train.lr ({self.lr})")
-        if self.warmup_epochs >= self.epochs:
+        if self.epochs != "auto" and self.warmup_epochs >= self.epochs:  # auto: checked once the epochs are known
             raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
         return self
 
@@ -269,9 +344,10 @@ class FinetuneParams(Section):
     """Phase 2 of the seed's transfer recipe: after phase 1 (`train`, `loss`) has trained the N-way classifier,
     fine-tune that network from its weights with another loss (a metric loss or a margin head)."""
 
-    epochs: NonNegInt = 0  # phase-2 epochs; 0 = no phase 2
-    # Like train.min_steps: a small data set gets more phase-2 epochs, not a handful of steps.
-    min_steps: NonNegInt = 120
+    # Phase-2 length, as train.epochs: an integer runs exactly that many epochs, auto the fewest whole epochs
+    # reaching finetune.steps; 0 = no phase 2.
+    epochs: _int_or_auto(0) = 0
+    steps: PosInt = 120  # optimiser-step budget of `epochs: auto`
     lr: PosFloat = 3e-4  # peak learning rate of phase 2 (cosine decay to train.min_lr)
     warmup_epochs: NonNegFloat = 0.0  # linear warmup of phase 2, epochs
     # Keys of `loss` to change for phase 2, e.g. {metric: triplet, miner: semi_hard, m_per_class: 4}; the rest of
@@ -280,7 +356,7 @@ class FinetuneParams(Section):
 
     @model_validator(mode="after")
     def _warmup(self) -> FinetuneParams:
-        if self.epochs and self.warmup_epochs >= self.epochs:
+        if self.epochs not in (0, "auto") and self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"finetune.warmup_epochs ({self.warmup_epochs}) must be below finetune.epochs ({self.epochs})"
             )
@@ -353,13 +429,13 @@ def finetune_loss(p: Params) -> LossParams:
 
 
 def finetune_params(p: Params) -> Params:
-    """The params phase 2 trains under: its loss, epochs, minimum steps, learning rate and warmup."""
+    """The params phase 2 trains under: its loss, epochs, step budget, learning rate and warmup."""
     train = p.train.model_copy(
         update={
             "epochs": p.finetune.epochs,
             "lr": p.finetune.lr,
             "warmup_epochs": p.finetune.warmup_epochs,
-            "min_steps": p.finetune.min_steps,
+            "steps": p.finetune.steps,
             "min_lr": min(p.train.min_lr, p.finetune.lr),
         }
     )
@@ -415,17 +491,43 @@ def check_model_name(name: str) -> None:
         raise ParamsError(f"model.name: unknown model {name!r}{hint}")
 
 
+# Keys that were renamed: a params file still using the old name gets an error naming the new one.
+RENAMED = {
+    "train.min_steps": "train.steps (the step budget of train.epochs: auto; an integer train.epochs runs exactly "
+    "that many epochs)",
+    "finetune.min_steps": "finetune.steps (the step budget of finetune.epochs: auto)",
+    "synthetic.image_size": "synthetic.render_size (the side of the rendered JPEGs; data.image_size is the model "
+    "input)",
+    "imagefolder.image_size": "imagefolder.crop_size (the side of the written crops; data.image_size is the model "
+    "input)",
+}
+
+
+def renamed_keys(raw: dict, source: str) -> list[str]:
+    """Messages for old key names in `raw`."""
+    out = []
+    for old, new in RENAMED.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            out.append(f"{source}: {old}: renamed; use {new}")
+    return out
+
+
 def parse_params(raw: Any, source: str = str(PARAMS_FILE), check_model: bool = True) -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    old = renamed_keys(raw, source)
+    if old:
+        raise ParamsError("\n".join(old))
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(format_errors(err, source)) from None
     if check_model:
         check_model_name(params.model.name)
+    _mark_paths(params, _ROOT)  # from here on, reads are traced (validation is not a stage reading a key)
     return params
 
 

@@ -8,7 +8,6 @@ anything reaches disk, and the scorer validates exactly as Kaggle would before i
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 
 from pipeline import metrics
 from pipeline.io import atomic_path
-from pipeline.scoring import checked_trials, read_name_table
+from pipeline.trial_files import checked_trials
 
 Header = Sequence[str]
 Kind = Literal["classification", "verification"]
@@ -27,33 +26,6 @@ Kind = Literal["classification", "verification"]
 
 class SubmissionError(ValueError):
     """A submission (or order/solution file) that cannot be used; the message names the file and line."""
-
-
-def read_order(path: str | Path) -> list[str]:
-    """The classification order file: one image file name per line, in the required row order.
-
-    Raises:
-        SubmissionError: `PATH:LINE: what is wrong` for blank interior lines, duplicates, spaces,
-            absolute or `..` paths, or an empty file (a BOM, CRLF and trailing blank lines are fine).
-    """
-    lines, _ = read_name_table(path, 1, labelled=False, error=SubmissionError, form="one image file name")
-    return lines
-
-
-def classification_ids(order: Sequence[str], mode: Literal["stem", "name"] = "stem") -> list[str]:
-    """Submission ids for order-file names: "stem" drops the extension ("12.jpg" -> "12"), "name" keeps it."""
-    if mode == "name":
-        ids = list(order)
-    elif mode == "stem":
-        ids = [posixpath.splitext(name)[0] for name in order]
-    else:
-        raise ValueError(f"unknown classification id mode {mode!r}: use 'stem' or 'name'")
-    dup = pd.Series(ids, dtype=object).duplicated()
-    if dup.any():
-        j = int(np.flatnonzero(dup.to_numpy())[0])
-        i = ids.index(ids[j])
-        raise SubmissionError(f"order names {order[i]!r} and {order[j]!r} both give the id {ids[j]!r}")
-    return ids
 
 
 def _trial_texts(trials: pd.DataFrame | Sequence[str]) -> np.ndarray:

@@ -79,7 +79,7 @@ def test_second_run_reuses_the_cached_set(small_run):
 def test_a_cache_with_older_manifests_is_reindexed_not_rendered(small_run):
     """A set cached before the index stage's manifests changed gets new manifests over the same rendered images."""
     from pipeline.bench.dataset import INDEX_VERSION, SMALL_SCALE, prepare
-    from pipeline.scoring import read_trial_manifest
+    from pipeline.trial_files import read_trial_manifest
 
     _, _, cache = small_run
     folder = next(cache.glob("small-*"))

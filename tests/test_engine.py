@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from pipeline import augment
-from pipeline.engine import EvalSets, FaceModel, NonFiniteLoss, amp_dtype, train
+from pipeline.device import amp_dtype
+from pipeline.engine import NonFiniteLoss, TrainData, plan_budget, train
+from pipeline.monitor import EvalSets
 from pipeline.params import Params, parse_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -16,11 +18,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def tiny_params(loss: dict | None = None, **train) -> Params:
     return parse_params(
         {
+            "data": {"image_size": 16},  # the blobs' side
             "model": {"name": "resnet18", "width": 0.25, "embedding_dim": 32, "stem_stride": 2},
             "loss": loss or {},
             "train": {
                 "epochs": 3,
-                "min_steps": 0,
                 "batch_size": 16,
                 "num_workers": 0,
                 "verification_eval": False,
@@ -40,13 +42,19 @@ def blobs(n_classes: int = 4, per_class: int = 16, seed: int = 0) -> tuple[np.nd
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
-def run_train(p: Params, out: Path, seen: list | None = None):
+def blob_data(p: Params) -> TrainData:
     images, labels = blobs()
-    rows = np.arange(len(images))
-    sets = EvalSets(val_images=images, val_labels=labels)
+    return TrainData(images, np.arange(len(images)), labels, 4, augment.build(p.augment))
+
+
+def run_train(p: Params, out: Path, seen: list | None = None, budget: list | None = None):
+    data = blob_data(p)
+    sets = EvalSets(val_images=data.images, val_labels=data.labels)
     log = seen.append if seen is not None else lambda row: None
-    transform = augment.build(p.augment)
-    return train(p, images, rows, labels, 4, transform, sets, out, seed=1, fingerprint=str(p.train), log_metrics=log)
+    model, ran = train(p, data, sets, out, seed=1, fingerprint=str(p.train), log_metrics=log)
+    if budget is not None:
+        budget.append(ran)
+    return model
 
 
 def test_learns_and_logs_every_epoch(tmp_path):
@@ -78,21 +86,8 @@ def _train_epochs(p: Params, out: Path, epochs_done: int) -> int:
         if row["epoch"] == epochs_done:
             raise Interrupt
 
-    images, labels = blobs()
     try:
-        train(
-            p,
-            images,
-            np.arange(len(images)),
-            labels,
-            4,
-            augment.build(p.augment),
-            EvalSets(),
-            out,
-            seed=1,
-            fingerprint=str(p.train),
-            log_metrics=stop,
-        )
+        train(p, blob_data(p), EvalSets(), out, seed=1, fingerprint=str(p.train), log_metrics=stop)
     except Interrupt:
         pass
     return torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]
@@ -142,22 +137,43 @@ def test_margin_heads_centres_and_metric_losses_train(tmp_path, loss):
     assert model.head.predict(torch.randn(2, 32)).shape == (2, 4)
 
 
-def test_min_steps_gives_a_small_data_set_more_epochs(tmp_path):
+def test_auto_epochs_reach_the_step_budget_in_whole_epochs(tmp_path):
     seen: list = []
-    run_train(tiny_params(epochs=2, min_steps=18), tmp_path, seen)  # 64 images, batch 16: 4 steps per epoch
+    ran: list = []
+    run_train(tiny_params(epochs="auto", steps=18), tmp_path, seen, ran)  # 64 images, batch 16: 4 steps per epoch
     assert [row["epoch"] for row in seen] == [1, 2, 3, 4, 5]
-    assert [row["epoch"] for row in seen if "val_accuracy" in row] == [2, 4, 5]  # no more evaluations than planned
+    assert (ran[0].epochs, ran[0].steps, ran[0].steps_per_epoch) == (5, 20, 4)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["scheduler"]["t_initial"] == 20  # the cosine schedule spans the steps that ran
+
+
+def test_integer_epochs_run_exactly_that_many_whatever_the_step_budget(tmp_path):
+    seen: list = []
+    ran: list = []
+    run_train(tiny_params(epochs=2, steps=1000, eval_every=2), tmp_path, seen, ran)
+    assert [row["epoch"] for row in seen] == [1, 2] and (ran[0].epochs, ran[0].steps) == (2, 8)
+    assert [row["epoch"] for row in seen if "val_accuracy" in row] == [2]
+
+
+def test_plan_budget_names_the_knob_that_decided():
+    auto = plan_budget(tiny_params(epochs="auto", steps=1040).train, 38)
+    assert (auto.epochs, auto.steps, auto.eval_every) == (28, 1064, 2)  # about 12 evaluations
+    assert "train.steps=1040" in auto.rule
+    fixed = plan_budget(tiny_params(epochs=20).train, 38)
+    assert (fixed.epochs, fixed.steps) == (20, 760) and "train.steps is not used" in fixed.rule
+    with pytest.raises(ValueError, match="finetune.warmup_epochs"):
+        plan_budget(tiny_params(epochs="auto", steps=10, warmup_epochs=2.0).train, 10, "finetune")
 
 
 def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
-    from pipeline.engine import start_from
+    from pipeline.face_model import FaceModel, start_from
+    from pipeline.models import resolve_pool_grid
     from pipeline.params import finetune_params
 
     p = parse_params(
         {
             **tiny_params(lr=0.01).model_dump(mode="json"),
             "finetune": {
-                "min_steps": 0,
                 "epochs": 2,
                 "lr": 0.001,
                 "loss": {"metric": "triplet", "miner": "batch_hard", "m_per_class": 4},
@@ -169,25 +185,13 @@ def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
     p2 = finetune_params(p)
     assert (p2.train.epochs, p2.train.lr, p2.loss.metric, p2.loss.head) == (2, 0.001, "triplet", "linear")
 
-    images, labels = blobs()
-    sets = EvalSets(val_images=images, val_labels=labels)
+    data = blob_data(p)
+    sets = EvalSets(val_images=data.images, val_labels=data.labels)
     seen: list = []
 
     def phase2():
-        return train(
-            p2,
-            images,
-            np.arange(len(images)),
-            labels,
-            4,
-            augment.build(p.augment),
-            sets,
-            tmp_path / "p2",
-            seed=2,
-            fingerprint="phase2",
-            log_metrics=seen.append,
-            init=phase1,
-        )
+        model, _ = train(p2, data, sets, tmp_path / "p2", 2, "phase2", seen.append, init=phase1, prefix="finetune")
+        return model
 
     before = {k: v.clone() for k, v in phase1.state_dict().items()}
     tuned = phase2()
@@ -202,10 +206,11 @@ def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
         torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), resumed.state_dict().values(), strict=True)
     )
 
-    fresh = FaceModel(p2.model, p2.loss, 4)
+    net = resolve_pool_grid(p2.model, 16)
+    fresh = FaceModel(net, p2.loss, 4)
     assert start_from(fresh, phase1) == ["network", "head", "center"]  # the default loss has centre loss
-    arc = FaceModel(p2.model, p2.loss.model_copy(update={"head": "arcface"}), 4)
+    arc = FaceModel(net, p2.loss.model_copy(update={"head": "arcface"}), 4)
     assert start_from(arc, phase1) == ["network", "center"]  # a linear head's weights do not fit a cosine head
-    cos = FaceModel(p2.model, p2.loss.model_copy(update={"head": "cosface"}), 4)
+    cos = FaceModel(net, p2.loss.model_copy(update={"head": "cosface"}), 4)
     assert start_from(cos, arc) == ["network", "head", "center"]  # cosine heads share their class vectors
     assert torch.equal(cos.head.pml.W, arc.head.pml.W)

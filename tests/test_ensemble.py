@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ensemble import FoldOutputs, evaluate
+from pipeline.embeddings import FoldEmbeddings
+from pipeline.ensemble import evaluate
 from pipeline.params import ScoreParams
 
 
-def fold(name: str, probs: np.ndarray, embeddings: np.ndarray) -> FoldOutputs:
+def fold(name: str, probs: np.ndarray, embeddings: np.ndarray) -> FoldEmbeddings:
     names = np.array([f"{i}.jpg" for i in range(len(embeddings))])
-    return FoldOutputs(
+    return FoldEmbeddings(
         name,
         {
             "classes": np.array(["a", "b"]),

@@ -10,8 +10,8 @@ import pytest
 from pipeline.data import decode_manifest, load_array, read_manifest
 from pipeline.index import LayoutError, build_index, natural_key
 from pipeline.params import DataParams, LayoutParams, SubmissionParams, SyntheticParams
-from pipeline.scoring import checked_trials, read_trial_manifest, read_trials
 from pipeline.sources.synthetic import render_competition
+from pipeline.trial_files import checked_trials, read_trial_manifest, read_trials
 
 LAYOUT = LayoutParams()
 SMALL = SyntheticParams(

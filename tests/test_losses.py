@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 from pipeline.losses import (
     CenterLoss,
     LinearHead,
-    MPerClassEpochSampler,
     Objective,
     PmlHead,
     build_objective,
@@ -385,33 +383,3 @@ def test_loss_params_are_validated(raw, message):
     with pytest.raises(ParamsError) as err:
         parse_params({"loss": raw}, check_model=False)
     assert message in str(err.value)
-
-
-# ----- m-per-class sampler -----
-
-
-def test_m_per_class_sampler_batches_m_images_per_identity_reproducibly():
-    labels = np.repeat(np.arange(10), 7)
-    sampler = MPerClassEpochSampler(labels, m=4, batch_size=8, seed=1)
-    first = list(sampler)
-    assert len(first) == len(sampler) == 64
-    assert {e for e, _ in first} == {0}
-    for start in range(0, len(first), 8):
-        counts = np.unique(labels[[i for _, i in first[start : start + 8]]], return_counts=True)[1]
-        assert counts.tolist() == [4, 4]
-    assert list(sampler) == first  # a function of (seed, epoch): a resumed run sees the same batches
-    sampler.set_epoch(1)
-    assert [i for _, i in sampler] != [i for _, i in first]
-
-
-def test_m_per_class_sampler_refuses_an_m_that_does_not_divide_the_batch():
-    with pytest.raises(ValueError, match="must divide train.batch_size=8"):
-        MPerClassEpochSampler(np.repeat(np.arange(10), 7), m=3, batch_size=8, seed=0)
-
-
-def test_too_few_identities_for_the_batch_take_more_images_each(caplog):
-    labels = np.repeat(np.arange(10), 7)  # 10 identities: 2 per identity cannot fill 32 (16 identities)
-    sampler = MPerClassEpochSampler(labels, m=2, batch_size=32, seed=0)
-    assert "taking 4 images per identity" in caplog.text
-    batch = [i for _, i in sampler][:32]
-    assert np.unique(labels[batch], return_counts=True)[1].tolist() == [4] * 8

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import FaceNet, GeM
+from pipeline.models import FaceNet, GeM, last_feature_side, resolve_pool_grid
 from pipeline.params import ModelParams
 
 
@@ -24,6 +24,7 @@ SEED_ARCHS = ["resnet18", "densenet121", "mobilenetv2_100", "vgg11", "tv/shuffle
 
 def params(name: str = "resnet18", **kw) -> ModelParams:
     kw.setdefault("width", 0.5 if name == "resnet18" else 1.0)  # the width knob is ResNet-only
+    kw.setdefault("pool_grid", 2)
     return ModelParams(name=name, embedding_dim=32, **kw)
 
 
@@ -41,7 +42,7 @@ def feature_side(net: FaceNet, side: int) -> int:
 @pytest.mark.parametrize("name", SEED_ARCHS)
 def test_seed_architecture_trains_at_small_sizes(name, stem_stride, side):
     torch.manual_seed(0)
-    net = FaceNet(params(name, stem_stride=stem_stride)).train()
+    net = FaceNet(resolve_pool_grid(params(name, stem_stride=stem_stride, pool_grid="auto"), side)).train()
     emb = net(images(side))
     assert emb.shape == (2, 32) and torch.isfinite(emb).all()
     emb.square().sum().backward()
@@ -74,6 +75,22 @@ def test_gem_matches_its_formula_and_learns_p():
     net(images(32)).sum().backward()
     assert net.pool.p.grad is not None and net.pool.p.grad != 0
     assert isinstance(FaceNet(params(pool="avg")).pool, torch.nn.AdaptiveAvgPool2d)
+
+
+@pytest.mark.parametrize(("side", "stem_stride", "expected"), [(32, 2, 2), (64, 2, 4), (64, 4, 2), (32, 1, 4)])
+def test_auto_pool_grid_is_the_last_feature_map(side, stem_stride, expected):
+    p = params(stem_stride=stem_stride, pool_grid="auto")
+    assert last_feature_side(p, side) == expected
+    assert resolve_pool_grid(p, side).pool_grid == expected
+    assert resolve_pool_grid(p.model_copy(update={"pool_grid": 1}), side).pool_grid == 1
+
+
+def test_a_pool_grid_larger_than_the_last_map_is_an_error_naming_both_keys():
+    with pytest.raises(ValueError, match=r"model.pool_grid=4 is larger than the 2x2 .* data.image_size=32"):
+        resolve_pool_grid(params(stem_stride=2, pool_grid=4), 32)
+    assert resolve_pool_grid(params(pool="avg", pool_grid=4), 32).pool_grid == 4  # not used by avg: no check
+    with pytest.raises(ValueError, match="must be resolved"):
+        FaceNet(params(pool_grid="auto"))
 
 
 @pytest.mark.parametrize("side", [32, 64])

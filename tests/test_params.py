@@ -30,7 +30,7 @@ def test_every_default_key_is_written_in_params_yaml():
         ({"train": {"lrr": 0.1}}, "train.lrr: unknown key; did you mean 'train.lr'?"),
         ({"trian": {}}, "trian: unknown key; did you mean 'train'?"),
         ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
-        ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
+        ({"train": {"epochs": "many"}}, "train.epochs: must be an integer >= 1 or 'auto' (got 'many')"),
         ({"model": {"embedding_dim": 0}}, "model.embedding_dim: Input should be greater than or equal to 8"),
         ({"folds": {"k": 3, "train": [0, 3]}}, "folds.train has [3], but folds.k=3 allows only 0..2"),
         ({"folds": {"train": [0, 0]}}, "folds.train lists a fold twice"),
@@ -91,12 +91,59 @@ def test_finetune_params_replace_only_the_named_loss_keys():
     p = parse_params(
         {
             "loss": {"head": "arcface", "margin_rad": 0.3},
-            "train": {"min_steps": 500, "min_lr": 1e-3},
-            "finetune": {"epochs": 4, "min_steps": 50, "lr": 1e-4, "loss": {"metric": "triplet", "miner": "semi_hard"}},
+            "train": {"steps": 500, "min_lr": 1e-3},
+            "finetune": {"epochs": 4, "steps": 50, "lr": 1e-4, "loss": {"metric": "triplet", "miner": "semi_hard"}},
         },
         check_model=False,
     )
     p2 = finetune_params(p)
     assert (p2.loss.head, p2.loss.margin_rad, p2.loss.metric, p2.loss.miner) == ("arcface", 0.3, "triplet", "semi_hard")
-    assert (p2.train.epochs, p2.train.lr, p2.train.min_steps, p2.train.min_lr) == (4, 1e-4, 50, 1e-4)
+    assert (p2.train.epochs, p2.train.lr, p2.train.steps, p2.train.min_lr) == (4, 1e-4, 50, 1e-4)
     assert p2.model == p.model and p2.train.batch_size == p.train.batch_size
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"train": {"min_steps": 500}}, "train.min_steps: renamed; use train.steps"),
+        ({"finetune": {"min_steps": 50}}, "finetune.min_steps: renamed; use finetune.steps"),
+        ({"synthetic": {"image_size": 64}}, "synthetic.image_size: renamed; use synthetic.render_size"),
+        ({"imagefolder": {"image_size": 64}}, "imagefolder.image_size: renamed; use imagefolder.crop_size"),
+    ],
+)
+def test_renamed_keys_name_their_new_name(old, new):
+    with pytest.raises(ParamsError, match=new):
+        parse_params(old, check_model=False)
+
+
+def test_the_training_length_is_auto_or_a_number_of_epochs():
+    assert parse_params({}, check_model=False).train.epochs == "auto"
+    assert parse_params({"train": {"epochs": 20}}, check_model=False).train.epochs == 20
+    assert parse_params({"finetune": {"epochs": "auto"}}, check_model=False).finetune.epochs == "auto"
+    for bad in ({"train": {"epochs": 0}}, {"train": {"epochs": "many"}}, {"train": {"steps": 0}}):
+        with pytest.raises(ParamsError, match=f"train.{next(iter(bad['train']))}"):
+            parse_params(bad, check_model=False)
+    with pytest.raises(ParamsError, match=r"train.warmup_epochs \(3.0\) must be below train.epochs \(2\)"):
+        parse_params({"train": {"epochs": 2, "warmup_epochs": 3.0}}, check_model=False)
+
+
+def test_pool_grid_is_auto_or_a_side():
+    assert parse_params({}, check_model=False).model.pool_grid == "auto"
+    assert parse_params({"model": {"pool_grid": 3}}, check_model=False).model.pool_grid == 3
+    with pytest.raises(ParamsError, match="model.pool_grid"):
+        parse_params({"model": {"pool_grid": "big"}}, check_model=False)
+
+
+def test_reads_are_traced_by_dotted_key_after_loading():
+    from pipeline import params as module
+
+    p = parse_params({}, check_model=False)
+    reads = module.trace_reads()
+    try:
+        _ = (p.seed, p.train.epochs, p.finetune.loss.metric)
+        p.score.model_dump()
+        _ = p.model_copy(update={"model": p.model.model_copy(update={"pool_grid": 2})}).model.pool_grid
+        p.model_dump()  # the whole params written for the record: not a read of every key
+    finally:
+        module._reads = None
+    assert reads == {"seed", "train.epochs", "finetune.loss.metric", "score", "model.pool_grid"}

@@ -14,7 +14,9 @@ from tests.conftest import TINY_PARAMS, make_project, merge, run, shared_data
 
 pytestmark = pytest.mark.slow
 
-TRAIN_ONLY = merge({k: v for k, v in TINY_PARAMS.items() if k != "synthetic"}, {"folds": {"train": [0]}})
+TRAIN_ONLY = merge(
+    {k: v for k, v in TINY_PARAMS.items() if k != "synthetic"}, {"folds": {"train": [0]}, "train": {"epochs": 2}}
+)
 
 
 def test_local_hw2p2_folder_of_64px_real_faces(tmp_path: Path):
@@ -56,7 +58,7 @@ def test_greyscale_pgm_imagefolder(tmp_path: Path):
         TRAIN_ONLY,
         {
             "data": {"source": "imagefolder", "path": str(orl)},
-            "imagefolder": {"image_size": 32},
+            "imagefolder": {"crop_size": 32},
             "folds": {"holdout": "train"},
         },
     )

@@ -8,11 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from pipeline.scoring import read_trials
 from pipeline.submission import (
     SubmissionError,
-    classification_ids,
-    read_order,
     score_classification,
     score_verification,
     validate_classification,
@@ -21,6 +18,7 @@ from pipeline.submission import (
     write_classification,
     write_verification,
 )
+from pipeline.trial_files import read_trials
 
 CLS = ("id", "label")
 VER = ("trial", "score")
@@ -34,46 +32,6 @@ safe = st.text("abcXYZ019_-.", min_size=1, max_size=8)
 def write(path: Path, data: str | bytes) -> Path:
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return path
-
-
-# --- order file ---------------------------------------------------------------------------------------------
-
-
-@settings(max_examples=50, deadline=None)
-@given(names=st.lists(safe.map(lambda s: s + ".jpg"), min_size=1, max_size=20, unique=True), crlf=st.booleans())
-def test_read_order_round_trip(names: list[str], crlf: bool) -> None:
-    text = "\ufeff" + ("\r\n" if crlf else "\n").join(names) + "\n\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        assert read_order(write(Path(tmp) / "order.txt", text)) == names
-
-
-@pytest.mark.parametrize(
-    ("text", "line", "message"),
-    [
-        ("1.jpg\n\n2.jpg\n", 2, "blank line"),
-        ("1.jpg\n2.jpg\n1.jpg\n", 3, "duplicate entry '1.jpg', first on line 1"),
-        ("1.jpg\n/abs/2.jpg\n", 2, "absolute path"),
-        ("1.jpg\n../2.jpg\n", 2, r"'\.\.'"),
-        ("1.jpg\n2.jpg 3.jpg\n", 2, "expected 1 field"),
-    ],
-)
-def test_bad_order_files_name_the_line(tmp_path: Path, text: str, line: int, message: str) -> None:
-    path = write(tmp_path / "order.txt", text)
-    with pytest.raises(SubmissionError, match=message) as err:
-        read_order(path)
-    assert str(err.value).startswith(f"{path}:{line}: ")
-
-
-def test_empty_order_file(tmp_path: Path) -> None:
-    with pytest.raises(SubmissionError, match="empty file"):
-        read_order(write(tmp_path / "order.txt", "\n"))
-
-
-def test_classification_ids() -> None:
-    assert classification_ids(["12.jpg", "3.jpeg", "x/7.jpg", "noext"]) == ["12", "3", "x/7", "noext"]
-    assert classification_ids(["12.jpg"], mode="name") == ["12.jpg"]
-    with pytest.raises(SubmissionError, match="'1.jpg' and '1.png' both give the id '1'"):
-        classification_ids(["1.jpg", "1.png"])
 
 
 # --- writers --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ log = logging.getLogger("pipeline.bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline bench", description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a tiny set and few steps: checks it runs, in seconds")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full competition (default: 1)")
     ap.add_argument("--cache", type=Path, default=Path("data/bench"), help="where the rendered set is kept")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.bench import report
     from pipeline.bench.common import Context, with_overrides
     from pipeline.bench.dataset import SMALL_SCALE, prepare
-    from pipeline.engine import resolve_device
+    from pipeline.device import resolve_device
     from pipeline.params import ParamsError, load_params
 
     try:

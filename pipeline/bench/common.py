@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 from pipeline.bench.dataset import BenchData
-from pipeline.engine import FaceModel, TrainStep, amp_dtype
+from pipeline.device import amp_dtype
+from pipeline.engine import TrainStep
+from pipeline.face_model import FaceModel
+from pipeline.models import resolve_pool_grid
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,8 @@ def count_images(module: nn.Module) -> Iterator[list[int]]:
 def make_model(ctx: Context, num_classes: int, channels_last: bool | None = None) -> FaceModel:
     """The params' model on the bench device, in the params' memory format (or `channels_last` when given)."""
     torch.manual_seed(0)
-    model = FaceModel(ctx.params.model, ctx.params.loss, num_classes).to(ctx.device)
+    model_params = resolve_pool_grid(ctx.params.model, ctx.params.data.image_size)
+    model = FaceModel(model_params, ctx.params.loss, num_classes).to(ctx.device)
     if ctx.params.train.channels_last if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

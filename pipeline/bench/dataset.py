@@ -68,7 +68,7 @@ def synthetic_spec(scale: float, image_size: int) -> SyntheticParams:
         verification_images=m,
         val_trials=_feasible_trials(round(FULL["val_trials"] * scale), vv, m),
         test_trials=_feasible_trials(round(FULL["test_trials"] * scale), tv, m),
-        image_size=image_size,
+        render_size=image_size,
     )
 
 
@@ -161,4 +161,4 @@ def _reindex(bench: BenchData) -> None:
     build_index(bench.raw, bench.index, bench.layout, bench.data, bench.submission)
     for split in DECODED_SPLITS:
         if bench.manifest(split)["path"].tolist() != before[split]:
-            decode_manifest(bench.raw, bench.manifest(split), bench.synth.image_size, bench.decoded / f"{split}.npy")
+            decode_manifest(bench.raw, bench.manifest(split), bench.synth.render_size, bench.decoded / f"{split}.npy")

@@ -1,4 +1,4 @@
-"""Benchmark 4, embedding extraction: images/s of `pipeline.engine.infer` (inference_mode, channels_last,
+"""Benchmark 4, embedding extraction: images/s of `pipeline.inference.infer` (inference_mode, channels_last,
 `embed.batch_size`, flip TTA as in params) in fp32 and in low precision, and the validation AUC each gives.
 
 The baseline is the plain loop (`torch.no_grad`, NCHW, fp32, same batch). Low precision is bf16 on CPU (and
@@ -16,9 +16,11 @@ import torch
 from pipeline import metrics
 from pipeline.bench.common import Context, best_of, dtype_name, make_model, maybe_compile
 from pipeline.bench.report import Row
-from pipeline.engine import FaceModel, infer
+from pipeline.face_model import FaceModel
+from pipeline.inference import infer
 from pipeline.models import l2_normalise
-from pipeline.scoring import read_trial_manifest, trial_scores
+from pipeline.scoring import trial_scores
+from pipeline.trial_files import read_trial_manifest
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pipeline import images
 from pipeline.bench.common import Context, best_of
 from pipeline.bench.report import Row
 from pipeline.index import build_index
-from pipeline.scoring import read_trials
+from pipeline.trial_files import read_trials
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,11 @@ import torch
 
 from pipeline.bench.common import Context, best_of, count_images, make_model, maybe_compile, sync
 from pipeline.bench.report import Row
-from pipeline.engine import amp_dtype, infer
-from pipeline.scoring import normalise, prepare_embeddings, read_trial_manifest, trial_scores
+from pipeline.device import amp_dtype
+from pipeline.inference import infer
+from pipeline.scoring import normalise, prepare_embeddings, trial_scores
 from pipeline.submission import write_verification
+from pipeline.trial_files import read_trial_manifest
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from pipeline import augment
 from pipeline.bench.common import Context, dtype_name, make_model, model_step_rate, sync, with_overrides
 from pipeline.bench.report import Row
-from pipeline.engine import EvalSets, train
+from pipeline.engine import TrainData, train
+from pipeline.monitor import EvalSets
 from pipeline.params import AugmentParams
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,10 @@ def _train_stage_rate(
     `augmented=False` swaps the params' augmentation for an empty albumentations pipeline: the loop's own cost."""
     marks: list[float] = []
     start = time.perf_counter()
-    model = train(
+    transform = augment.build(ctx.params.augment) if augmented else A.Compose([])
+    model, _ = train(
         cfg,
-        ctx.data.array("train"),
-        rows,
-        labels,
-        n_classes,
-        augment.build(ctx.params.augment) if augmented else A.Compose([]),
+        TrainData(ctx.data.array("train"), rows, labels, n_classes, transform),
         EvalSets(),
         ctx.scratch / f"train{attempt}",
         seed=0,
@@ -122,7 +120,6 @@ def run(ctx: Context) -> list[Row]:
         {
             "train": {
                 "epochs": 2,
-                "min_steps": 0,
                 "warmup_epochs": 0.0,
                 "verification_eval": False,
                 "device": ctx.device.type,

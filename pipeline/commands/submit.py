@@ -37,8 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def validate(task: str, file: Path, root: Path, params: Params) -> int:
     """Validate one submission file against the competition's order or trial file; its row count."""
     from pipeline.commands.validate import identity_names
-    from pipeline.scoring import read_trials
-    from pipeline.submission import classification_ids, read_order, validate_classification, validate_verification
+    from pipeline.submission import validate_classification, validate_verification
+    from pipeline.trial_files import classification_ids, read_order, read_trials
 
     p = params
     if not file.is_file():

@@ -50,8 +50,8 @@ def identity_names(train_root: Path, subsets: list[str]) -> set[str]:
 
 def main(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
-    from pipeline.scoring import read_trials
-    from pipeline.submission import classification_ids, read_order, validate_classification, validate_verification
+    from pipeline.submission import validate_classification, validate_verification
+    from pipeline.trial_files import classification_ids, read_order, read_trials
 
     try:
         params = load_params(args.params, check_model=False)

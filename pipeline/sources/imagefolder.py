@@ -124,13 +124,13 @@ def build_competition(src: Path, out: Path, solution: Path, p: ImagefolderParams
             img = images.read_image(src_file)
         except (images.BadImage, OSError) as err:
             return str(src_file), str(err)
-        if p.image_size:
-            img = images.fit(img, p.image_size, p.center_crop)
+        if p.crop_size:
+            img = images.fit(img, p.crop_size, p.center_crop)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         (tmp / rel).write_bytes(buf.tobytes())
         return None
 
-    side = p.image_size or 256  # 0 keeps the source size: estimate generously
+    side = p.crop_size or 256  # 0 keeps the source size: estimate generously
     check_free_space(out, len(jobs) * (4096 + side * side * 3 // 2), "the imagefolder competition")
     with atomic_dir(solution) as sol_tmp, atomic_dir(out) as tmp:
         for rel in {str(Path(r).parent) for _, r in jobs} | {layout.test_classification_dir}:

@@ -54,7 +54,7 @@ def identity_traits(seed: int, identity: int) -> Identity:
 
 def image_jpeg(seed: int, image: _Image, identity: Identity, synth: SyntheticParams) -> bytes:
     rng = np.random.default_rng([seed, _IMAGES, image.split, image.identity, image.index])
-    return render_jpeg(identity, rng, synth.image_size, synth.difficulty, synth.jpeg_quality)
+    return render_jpeg(identity, rng, synth.render_size, synth.difficulty, synth.jpeg_quality)
 
 
 def _pair_from_index(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "verification_images": int,
         "val_trials": int,
         "test_trials": int,
-        "image_size": int,
+        "render_size": int,
         "difficulty": float,
         "jpeg_quality": int,
     }

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from pipeline.params import PARAMS_FILE, Params, ParamsError, load_params
+from pipeline.params import PARAMS_FILE, Params, ParamsError, load_params, trace_reads
 
 log = logging.getLogger("pipeline")
+TRACE_ENV = "PIPELINE_PARAMS_TRACE"  # a folder: each stage writes the params keys it read there (tests/test_e2e.py)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -30,8 +33,12 @@ def stage(fn: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
     @functools.wraps(fn)
     def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        trace = os.environ.get(TRACE_ENV)
+        reads = trace_reads() if trace else None
         try:
             fn(argv)
+            if reads is not None:
+                _write_trace(Path(trace), fn, reads)
         except (ParamsError, ValueError, OSError, RuntimeError) as err:
             if os.environ.get("PIPELINE_DEBUG"):
                 raise
@@ -41,6 +48,13 @@ def stage(fn: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
         return 0
 
     return main
+
+
+def _write_trace(folder: Path, fn: Callable, reads: set[str]) -> None:
+    """The params keys this stage read, as `<module>.<pid>.json` in `folder` (one file per process)."""
+    module = getattr(sys.modules[fn.__module__].__spec__, "name", fn.__module__)  # `python -m` runs as __main__
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.{os.getpid()}.json").write_text(json.dumps(sorted(reads)))
 
 
 def run(main: Callable[[list[str] | None], int]) -> None:

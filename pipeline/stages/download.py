@@ -19,7 +19,7 @@ def synthetic_bytes(s: SyntheticParams) -> int:
     """An upper estimate of the rendered competition on disk: a 4 KiB block per file plus the JPEG itself."""
     images = s.identities * (s.train_images + s.val_images + s.test_images) + s.large_identities * s.train_images
     images += (s.val_verification_identities + s.test_verification_identities) * s.verification_images
-    return images * (4096 + s.image_size * s.image_size * 3 // 2) + (s.val_trials + s.test_trials) * 64
+    return images * (4096 + s.render_size * s.render_size * 3 // 2) + (s.val_trials + s.test_trials) * 64
 
 
 @stage

@@ -1,5 +1,5 @@
 """Stage `embed@fold`: flip-TTA embeddings of the verification images and class probabilities of the
-classification images, saved with their ids.
+classification images, saved with their ids (`pipeline.embeddings`).
 
 Launched under torchrun (`torchrun --nproc-per-node N -m pipeline.stages.embed ...`), the ranks share the rows
 and rank 0 writes the gathered result, the same as one process writes."""
@@ -12,8 +12,10 @@ import numpy as np
 
 from pipeline import distributed
 from pipeline.data import load_array, read_manifest
-from pipeline.engine import amp_dtype, load_model, resolve_device
-from pipeline.io import atomic_path
+from pipeline.device import amp_dtype, resolve_device
+from pipeline.embeddings import CLASSIFICATION_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
+from pipeline.face_model import load_model
+from pipeline.inference import infer_sharded
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 
@@ -37,17 +39,16 @@ def main(argv: list[str] | None = None) -> None:
         channels_last=p.train.channels_last,
     )
     out: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
-    for split in ("val_verification", "test_verification"):
-        emb, _ = distributed.infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+    for split in VERIFICATION_SPLITS:
+        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
         out[f"{split}_names"] = read_manifest(args.index, split)["name"].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
-    for split, id_column in (("val_classification", "path"), ("test_classification", "id")):
-        _, probs = distributed.infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+    for split, id_column in CLASSIFICATION_SPLITS.items():
+        _, probs = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
         out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
         out[f"{split}_probs"] = probs.astype(np.float32)
     if distributed.is_main():
-        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **out)
+        FoldEmbeddings(args.out.stem, out).save(args.out)
         log.info("wrote %s", args.out)
     distributed.barrier()
 

@@ -8,12 +8,13 @@ import pandas as pd
 
 from pipeline import metrics, plots
 from pipeline.data import load_array, read_manifest
-from pipeline.ensemble import FoldOutputs, evaluate, pixel_baseline_auc, test_predictions
-from pipeline.folds import read_fold_ids
+from pipeline.embeddings import FoldEmbeddings
+from pipeline.ensemble import evaluate, pixel_baseline_auc, test_predictions
+from pipeline.folds import load_labelled
 from pipeline.io import atomic_path, write_json
-from pipeline.scoring import read_trial_manifest
 from pipeline.stages.common import log, params_from, parser, run, stage
 from pipeline.submission import write_classification, write_verification
+from pipeline.trial_files import read_trial_manifest
 
 
 @stage
@@ -29,16 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--submissions", type=Path, required=True, help="folder for the two CSVs")
     args = ap.parse_args(argv)
     p = params_from(args)
-    folds = [FoldOutputs.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
-    classes = folds[0].data["classes"].tolist()
-    class_of = {name: i for i, name in enumerate(classes)}
+    folds = [FoldEmbeddings.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
+    labelled = load_labelled(args.index, args.folds, p.folds.holdout)
+    classes = labelled.classes
+    if folds[0].classes != classes:
+        raise ValueError(f"{args.embeddings}/{folds[0].name}.npz has other classes than {args.index}: re-run embed")
     val_trials = read_trial_manifest(args.index, "val_trials")
-    val_cls = read_manifest(args.index, "val_classification")
     unseen = None
     if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
-        held = read_fold_ids(args.folds, val_cls, str(args.index / "val_classification.csv"), p.folds.holdout)
-        unseen = {f.name: held == k for f, k in zip(folds, p.folds.train, strict=True)}
-    results, scores = evaluate(folds, val_trials, val_cls["identity"].map(class_of).to_numpy(), p.score, unseen)
+        unseen = {f.name: labelled.fold_ids == k for f, k in zip(folds, p.folds.train, strict=True)}
+    results, scores = evaluate(folds, val_trials, labelled.val_labels, p.score, unseen)
     ver_names = read_manifest(args.index, "val_verification")["name"].tolist()
     baseline = pixel_baseline_auc(load_array(args.decoded / "val_verification.npy"), ver_names, val_trials)
     fold_aucs = [results[f.name]["val_auc"] for f in folds]

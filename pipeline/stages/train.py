@@ -13,13 +13,16 @@ import numpy as np
 
 from pipeline import augment, distributed
 from pipeline.data import load_array, read_manifest
-from pipeline.engine import EvalSets, save_model, train
-from pipeline.folds import read_fold_ids
+from pipeline.engine import TrainData, train
+from pipeline.face_model import save_model
+from pipeline.folds import LabelledImages, load_labelled
 from pipeline.io import sha256_file
+from pipeline.models import resolve_pool_grid
+from pipeline.monitor import EvalSets
 from pipeline.params import Params, finetune_params
-from pipeline.pool import StackedImages
-from pipeline.scoring import read_trial_manifest
+from pipeline.stacked_images import StackedImages
 from pipeline.stages.common import log, params_from, parser, run, stage
+from pipeline.trial_files import read_trial_manifest
 
 # Params that do not change the trained weights, so a checkpoint written under other values still resumes.
 # The launch settings are here too: the global batch, data order, augmentation and schedule do not depend on the
@@ -58,6 +61,29 @@ def fingerprint(p: Params, fold: int, inputs: list[Path], parent: str = "") -> s
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+def training_sets(
+    labelled: LabelledImages, decoded: Path, index: Path, fold: int
+) -> tuple[np.ndarray | StackedImages, np.ndarray, np.ndarray, EvalSets]:
+    """What fold `fold` trains on (images, rows, class index of every row of the images) and is measured on."""
+    in_fold = labelled.fold_ids == fold
+    train_images = load_array(decoded / "train.npy")
+    val_images = load_array(decoded / "val_classification.npy")
+    ver = dict(
+        ver_images=load_array(decoded / "val_verification.npy"),
+        ver_names=read_manifest(index, "val_verification")["name"].tolist(),
+        trials=read_trial_manifest(index, "val_trials"),
+    )
+    labels, val_labels = labelled.train_labels, labelled.val_labels
+    if labelled.holdout == "train":  # train on the other folds; validation_classification is held out from all
+        held = np.flatnonzero(in_fold)
+        sets = EvalSets(val_images, val_labels, train_images[held], labels[held], **ver)
+        return train_images, np.flatnonzero(~in_fold), labels, sets
+    # every training image and the validation images outside this fold; the fold's images measure it
+    rows = np.concatenate([np.arange(len(train_images)), len(train_images) + np.flatnonzero(~in_fold)])
+    sets = EvalSets(val_images[in_fold], val_labels[in_fold], **ver)
+    return StackedImages(train_images, val_images), rows, np.concatenate([labels, val_labels]), sets
+
+
 @stage
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__)
@@ -72,37 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     p = params_from(args)
     if distributed.relaunch(p.train, "pipeline.stages.train", sys.argv[1:] if argv is None else argv):
         return  # torchrun ran the stage in train.nproc_per_node x train.nnodes processes
+    p = p.model_copy(update={"model": resolve_pool_grid(p.model, p.data.image_size)})  # a params error, before work
     distributed.init_from_env(p.train)
-    if args.fold not in p.folds.train:
-        raise ValueError(f"--fold {args.fold} is not in folds.train {p.folds.train}")
 
-    classes = read_manifest(args.index, "classes")["identity"].tolist()
-    class_of = {name: i for i, name in enumerate(classes)}
-    train_manifest = read_manifest(args.index, "train")
-    val_manifest = read_manifest(args.index, "val_classification")
-    ver_manifest = read_manifest(args.index, "val_verification")
-    held_out = "train" if p.folds.holdout == "train" else "val_classification"
-    held_manifest = train_manifest if held_out == "train" else val_manifest
-    fold_ids = read_fold_ids(args.folds, held_manifest, str(args.index / f"{held_out}.csv"), p.folds.holdout)
-    in_fold = fold_ids == args.fold
-    labels = train_manifest["identity"].map(class_of).to_numpy()
-    val_labels = val_manifest["identity"].map(class_of).to_numpy()
-    train_images = load_array(args.decoded / "train.npy")
-    val_images = load_array(args.decoded / "val_classification.npy")
-    ver = dict(
-        ver_images=load_array(args.decoded / "val_verification.npy"),
-        ver_names=ver_manifest["name"].tolist(),
-        trials=read_trial_manifest(args.index, "val_trials"),
-    )
-    if p.folds.holdout == "train":  # train on the other folds; validation_classification is held out from all
-        images, rows, held = train_images, np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
-        eval_sets = EvalSets(val_images, val_labels, train_images[held], labels[held], **ver)
-    else:  # every training image and the validation images outside this fold; the fold's images measure it
-        images = StackedImages(train_images, val_images)
-        held = np.flatnonzero(in_fold)
-        rows = np.concatenate([np.arange(len(train_images)), len(train_images) + np.flatnonzero(~in_fold)])
-        labels = np.concatenate([labels, val_labels])
-        eval_sets = EvalSets(val_images[held], val_labels[held], **ver)
+    labelled = load_labelled(args.index, args.folds, p.folds.holdout)
+    if not (labelled.fold_ids == args.fold).any():  # folds.train is dvc.yaml's foreach, not a key this stage reads
+        raise ValueError(f"--fold {args.fold}: {args.folds} holds no image in fold {args.fold}")
+    images, rows, labels, eval_sets = training_sets(labelled, args.decoded, args.index, args.fold)
+    data = TrainData(images, rows, labels[rows], len(labelled.classes), augment.load(args.transform))
     seed = p.seed * 1000 + args.fold
     inputs = [args.index / "train.csv", args.index / "val_classification.csv", args.folds, args.transform]
     fp = fingerprint(p, args.fold, inputs)
@@ -110,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         "fold %d: %d training images, %d %s images held out, %d classes",
         args.fold,
         len(rows),
-        len(held),
-        held_out,
-        len(classes),
+        int((labelled.fold_ids == args.fold).sum()),
+        labelled.held_manifest,
+        len(labelled.classes),
     )
 
     from dvclive import Live
@@ -126,37 +129,23 @@ def main(argv: list[str] | None = None) -> None:
                     live.log_metric(key, value)
             live.next_step()
 
-        transform = augment.load(args.transform)
-        model = train(
-            p, images, rows, labels[rows], len(classes), transform, eval_sets, args.out, seed, fp, log_metrics
-        )
+        model, budget = train(p, data, eval_sets, args.out, seed, fp, log_metrics)
+        ran = {"epochs": budget.epochs, "steps": budget.steps}
+        final_params = p
         if p.finetune.epochs:  # phase 2: the same network, fine-tuned with the phase-2 loss from its weights
-            p2 = finetune_params(p)
-            log.info(
-                "fold %d: phase 2, %d epochs at lr %g with the loss %s",
-                args.fold,
-                p2.train.epochs,
-                p2.train.lr,
-                p.finetune.loss.model_dump(exclude_none=True),
-            )
-            fp2 = fingerprint(p2, args.fold, inputs, parent=fp)
+            final_params = finetune_params(p)
+            loss = p.finetune.loss.model_dump(exclude_none=True)
+            log.info("fold %d: phase 2 at lr %g with the loss %s", args.fold, p.finetune.lr, loss)
+            fp2 = fingerprint(final_params, args.fold, inputs, parent=fp)
             out2 = args.out / "finetune"
-            model = train(
-                p2,
-                images,
-                rows,
-                labels[rows],
-                len(classes),
-                transform,
-                eval_sets,
-                out2,
-                seed + 1,
-                fp2,
-                log_metrics,
-                init=model,
+            model, budget = train(
+                final_params, data, eval_sets, out2, seed + 1, fp2, log_metrics, init=model, prefix="finetune"
             )
-    if main_rank:
-        save_model(model, finetune_params(p) if p.finetune.epochs else p, classes, args.out / "model.pt")
+            ran.update(finetune_epochs=budget.epochs, finetune_steps=budget.steps)
+        if main_rank:
+            live.summary.update(ran)  # what ran, next to the last epoch's figures in metrics.json
+            live.make_summary()
+            save_model(model, final_params, labelled.classes, args.out / "model.pt")
     distributed.barrier()
 
 

@@ -24,7 +24,7 @@ def identities_in(folder: Path) -> set[str]:
 
 def test_lfw_competition_layout_and_disjoint_identities(tmp_path):
     lfw = shared_data("lfw158") / "images"
-    summary = build(lfw, tmp_path, center_crop=0.48, image_size=64)
+    summary = build(lfw, tmp_path, center_crop=0.48, crop_size=64)
     raw = tmp_path / "raw"
     train_ids = identities_in(raw / LAYOUT.train_dir / "medium")
     assert train_ids == identities_in(raw / LAYOUT.val_classification_dir)
@@ -66,7 +66,7 @@ def test_trials_are_balanced_and_capped():
 
 def test_greyscale_pgm_source(tmp_path):
     orl = shared_data("orl40") / "images"
-    build(orl, tmp_path, image_size=32)
+    build(orl, tmp_path, crop_size=32)
     img = read_image(next((tmp_path / "raw" / LAYOUT.test_classification_dir).iterdir()))
     assert img.shape == (32, 32, 3)
     assert np.array_equal(img[..., 0], img[..., 1])  # grey stays grey in three channels
@@ -74,8 +74,8 @@ def test_greyscale_pgm_source(tmp_path):
 
 def test_same_output_twice(tmp_path):
     orl = shared_data("orl40") / "images"
-    build(orl, tmp_path / "a", image_size=32)
-    build(orl, tmp_path / "b", image_size=32)
+    build(orl, tmp_path / "a", crop_size=32)
+    build(orl, tmp_path / "b", crop_size=32)
     for rel in (LAYOUT.val_trials, LAYOUT.test_trials, LAYOUT.test_order):
         assert (tmp_path / "a/raw" / rel).read_bytes() == (tmp_path / "b/raw" / rel).read_bytes()
 
@@ -84,7 +84,7 @@ def test_local_folder_is_linked_not_modified(tmp_path):
     from pipeline.sources.local import import_local
 
     orl = shared_data("orl40") / "images"
-    build(orl, tmp_path / "built", image_size=32)
+    build(orl, tmp_path / "built", crop_size=32)
     import_local(tmp_path / "built" / "raw", LAYOUT, tmp_path / "raw")
     src = tmp_path / "built" / "raw" / LAYOUT.test_order
     dst = tmp_path / "raw" / LAYOUT.test_order

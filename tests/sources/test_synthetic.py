@@ -184,7 +184,7 @@ def test_images_are_colour_jpegs_of_the_right_size(comp: tuple[Path, Path, dict]
 
 
 def test_other_image_size(tmp_path: Path) -> None:
-    synth = TINY.model_copy(update={"identities": 2, "large_identities": 0, "image_size": 64})
+    synth = TINY.model_copy(update={"identities": 2, "large_identities": 0, "render_size": 64})
     root, _, _ = _render(tmp_path, synth)
     img = cv2.imread(str(next((root / LAYOUT.val_verification_dir).iterdir())), cv2.IMREAD_UNCHANGED)
     assert img.shape == (64, 64, 3)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.pool import StackedImages
+from pipeline.stacked_images import StackedImages
 
 
 @pytest.fixture

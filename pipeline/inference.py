@@ -1,0 +1,58 @@
+"""Embeddings and class probabilities of image arrays, batch by batch, on one process or sharded over several."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import distributed
+from pipeline.device import autocast
+from pipeline.models import l2_normalise
+
+
+@torch.inference_mode()
+def infer(
+    model: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    flip_tta: bool = True,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    desc: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised embeddings (flip TTA: sum of both views, then normalise) and class probabilities."""
+    model.eval()
+    cast = autocast(device, dtype)
+    embeddings, probs = [], []
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc=desc, leave=False, disable=desc is None, mininterval=1.0):
+        x = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # copy out of the memmap
+        x = x.permute(0, 3, 1, 2).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with cast():
+            emb = model.net(x).float()
+            if flip_tta:
+                emb = emb + model.net(torch.flip(x, dims=[3])).float()
+            logits = model.head.predict(emb if not flip_tta else emb / 2).float()
+        embeddings.append(l2_normalise(emb).cpu().numpy())
+        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return np.concatenate(embeddings), np.concatenate(probs)
+
+
+def infer_sharded(model: nn.Module, images: np.ndarray, batch_size: int, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """`infer` on this rank's rows, gathered: every rank gets all embeddings and probabilities in row order.
+
+    With world size 1 it is `infer` itself. Progress bars show on rank 0 only.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        return infer(model, images, batch_size=batch_size, **kw)
+    if not distributed.is_main():
+        kw["desc"] = None
+    start, stop = distributed.shard_range(len(images), batch_size, distributed.rank(), world)
+    emb, probs = infer(model, images[start:stop], batch_size=batch_size, **kw) if stop > start else (None, None)
+    return distributed.all_gather_rows(emb), distributed.all_gather_rows(probs)
