@@ -45,6 +45,24 @@ class NonFiniteLoss(RuntimeError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint holds how many finished epochs, and how to resume."""
+
+
+def interrupted_message(run: Run, epoch: int, kept: int, prefix: str = "train") -> str:
+    """The one line for an interrupt in (0-based) `epoch` when `run.ckpt_path` holds `kept` finished epochs."""
+    where = f"interrupted in {'' if prefix == 'train' else f'{prefix} '}epoch {epoch + 1}/{run.budget.epochs}"
+    if kept == 0:
+        return (
+            f"{where}, before its first checkpoint: nothing to resume from; "
+            "run dvc repro (or make repro) again to start this phase over"
+        )
+    return (
+        f"{where}: {run.ckpt_path} holds the {kept} finished epoch{'s' if kept > 1 else ''}; "
+        "run dvc repro (or make repro) again to resume from it"
+    )
+
+
 def optimizer_groups(model: FaceModel, weight_decay: float) -> list[dict]:
     """timm's groups (no weight decay on biases and norms) for everything but the centre-loss centres, which get
     their own learning rate and no decay."""
@@ -313,6 +331,18 @@ def run_epoch(run: Run, epoch: int, seed: int) -> dict[str, float]:
     return row
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """End the loader's persistent worker processes now, at the end of the phase.
+
+    Left to the garbage collector, they would end in the iterator's `__del__`, where a Ctrl-C is printed as an
+    ignored exception (a traceback) and otherwise lost; here it is a `TrainingInterrupted` like any other.
+    """
+    iterator = getattr(loader, "_iterator", None)  # torch keeps the persistent workers' iterator there
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
+
+
 def save_checkpoint(run: Run, epoch: int, cfg: Params) -> None:
     """Everything `resume` needs, written atomically; the unwrapped model's keys, whatever the world size."""
     t = run.trainer
@@ -355,22 +385,31 @@ def train(
     """
     run = build(cfg, data, out_dir, seed, fingerprint, init, prefix)
     resume(run)
-    wrap_distributed(run, cfg.train)
-    if distributed.is_main():
-        for row in run.history:
-            log_metrics(row)
-    run.trainer.step = run.start_epoch * run.budget.steps_per_epoch
-    epochs = run.budget.epochs
-    for epoch in range(run.start_epoch, epochs):
-        row = run_epoch(run, epoch, seed)
-        if (epoch + 1) % run.budget.eval_every == 0 or epoch + 1 == epochs:
-            distributed.broadcast_buffers(run.final)  # evaluate rank 0's model everywhere
-            row.update(evaluate(run.final, eval_sets, run.device, cfg))
-        log.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-        run.history.append(row)
+    epoch = kept = run.start_epoch  # the epoch running, and the finished epochs the checkpoint holds
+    try:
+        wrap_distributed(run, cfg.train)
         if distributed.is_main():
-            save_checkpoint(run, epoch, cfg)
-            log_metrics(row)
-        distributed.barrier()  # no rank runs ahead of a checkpoint still being written
+            for row in run.history:
+                log_metrics(row)
+        run.trainer.step = run.start_epoch * run.budget.steps_per_epoch
+        epochs = run.budget.epochs
+        for epoch in range(run.start_epoch, epochs):
+            row = run_epoch(run, epoch, seed)
+            if (epoch + 1) % run.budget.eval_every == 0 or epoch + 1 == epochs:
+                distributed.broadcast_buffers(run.final)  # evaluate rank 0's model everywhere
+                row.update(evaluate(run.final, eval_sets, run.device, cfg))
+            log.info(
+                "epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+            )
+            run.history.append(row)
+            if distributed.is_main():
+                save_checkpoint(run, epoch, cfg)  # atomic: interrupted, the previous checkpoint stays whole
+                kept = epoch + 1
+                log_metrics(row)
+            distributed.barrier()  # no rank runs ahead of a checkpoint still being written
+            kept = epoch + 1
+        stop_workers(run.loader)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(run, epoch, kept, prefix)) from None
     run.final.eval()
     return run.final, run.budget

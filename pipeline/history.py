@@ -2,8 +2,10 @@
 
 Columns: time (UTC), task, competition, file, sha256, message, kaggle_ref, git_commit, params_sha256, then one
 column per local validation metric (the numeric top-level keys of `metrics/ensemble.json`; a new key adds a
-column). The file is rewritten whole and renamed into place under a lock, so a crash or a second `submit`
-running at the same time never leaves a torn or lost row. No credential ever reaches it.
+column). `git_commit` gets `-dirty` only for changes to source files: DVC outputs, dvc.lock and history.csv
+itself do not count. The file is meant to be committed (the team's submission record); it is rewritten whole
+and renamed into place under a lock, so a crash or a second `submit` running at the same time never leaves a
+torn or lost row. No credential ever reaches it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import fnmatch
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -37,22 +41,94 @@ class HistoryError(ValueError):
     """A history file that cannot be read; the message names the file and line."""
 
 
-def git_commit(cwd: str | Path | None = None) -> str:
-    """HEAD's commit hash, with `-dirty` when tracked files differ from it; "" outside a repository."""
+# Files that running the pipeline or `submit` rewrites besides the outputs dvc.yaml lists: they never make a
+# tree "dirty" (the code and params that produced them are what the commit names).
+GENERATED = ("dvc.lock", "submissions/history.csv")
+
+
+def _git(args: list[str], cwd: str | Path | None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def dvc_output_patterns(dvc_yaml: str | Path) -> list[str]:
+    """The outs, metrics and plots of every stage in `dvc_yaml` (and its top-level plots), relative to its folder.
+
+    `${...}` interpolations (foreach items, vars) become `*`, so one pattern covers every resolved path.
+    """
+    import yaml
+
+    path = Path(dvc_yaml)
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        log.debug("%s unreadable (%s): no DVC outputs known", path, err)
+        return []
+
+    def entries(items: object) -> list[str]:
+        names = []
+        for item in items if isinstance(items, list) else []:
+            name = item if isinstance(item, str) else next(iter(item), None) if isinstance(item, dict) else None
+            if isinstance(name, str):
+                names.append(re.sub(r"\$\{[^}]*\}", "*", name).strip("/"))
+        return names
+
+    patterns: list[str] = []
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    for stage in (stages or {}).values():
+        if not isinstance(stage, dict):
+            continue
+        body = stage["do"] if isinstance(stage.get("do"), dict) else stage
+        for key in ("outs", "metrics", "plots"):
+            patterns += entries(body.get(key))
+    if isinstance(doc, dict):
+        patterns += entries(doc.get("plots"))
+    return patterns
+
+
+def is_generated(path: str, patterns: list[str]) -> bool:
+    """Whether the repository-relative `path` is a DVC output (a pattern, or a file under one) or in GENERATED."""
+    if path in GENERATED:
+        return True
+    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, p.rstrip("/") + "/*") for p in patterns)
+
+
+def changed_paths(cwd: str | Path | None = None) -> list[str]:
+    """Tracked files that differ from HEAD (staged or not), relative to the repository root."""
+    out = _git(["status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd)
+    tokens = out.split("\0")
+    paths: list[str] = []
+    i = 0
+    while i < len(tokens):
+        entry = tokens[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":
+            i += 1  # the rename's or copy's source follows
+    return paths
+
+
+def dirty_paths(cwd: str | Path | None = None) -> list[str]:
+    """Changed tracked files that are not DVC outputs nor GENERATED: what makes a commit hash `-dirty`."""
+    root = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
+    patterns = dvc_output_patterns(root / "dvc.yaml")
+    return [p for p in changed_paths(root) if not is_generated(p, patterns)]
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD's commit hash, with `-dirty` when tracked source files differ from it; "" outside a repository.
+
+    A tree whose only changes are DVC outputs (the outs, metrics and plots in dvc.yaml), dvc.lock and
+    submissions/history.csv is clean: that is what `dvc repro` and `submit` leave behind.
+    """
+    try:
+        head = _git(["rev-parse", "HEAD"], cwd).strip()
+        dirty = dirty_paths(cwd)
     except (OSError, subprocess.SubprocessError):
         return ""
+    if dirty:
+        log.debug("uncommitted changes: %s", ", ".join(dirty))
     return head + ("-dirty" if dirty else "")
 
 

@@ -174,8 +174,8 @@ def build_index(
     """
     frames = scan(root, layout, data, submission)
     bad = check_images(root, frames)
+    report = out.with_name(out.name + ".bad_images.csv")  # beside `out`: a failed run writes no `out`
     if len(bad) and data.on_bad_image == "fail":
-        report = out.with_name(out.name + ".bad_images.csv")
         report.parent.mkdir(parents=True, exist_ok=True)
         bad.to_csv(report, index=False)
         listing = "\n".join(f"  {root / p}: {e}" for p, e in bad.itertuples(index=False))
@@ -196,7 +196,9 @@ def build_index(
                 f"left ({len(kept)} of {len(trials)}) no longer hold both labels; AUC needs both 0 and 1"
             )
         frames["val_trials"] = kept
-        log.warning("skipped %d unreadable images (data.on_bad_image: skip); see bad_images.csv", len(bad))
+        log.warning(
+            "skipped %d unreadable images (data.on_bad_image: skip): listed in %s", len(bad), out / "bad_images.csv"
+        )
     frames["bad_images"] = bad
     summary = {name: len(df) for name, df in frames.items()}
     summary["identities"] = len(frames["classes"])
@@ -207,4 +209,5 @@ def build_index(
             else:
                 df.to_csv(tmp / f"{name}.csv", index=False)
         write_json(tmp / "summary.json", summary)
+    report.unlink(missing_ok=True)  # a failed run's list no longer describes the data: the manifests do
     return summary

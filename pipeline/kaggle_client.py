@@ -327,7 +327,7 @@ class KaggleClient:
             resp = self._api.competition_submit(str(path), message, slug, quiet=True)
         if resp.message == self._api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE or not resp.ref:
             raise KaggleError(f"uploading {path} to '{slug}' failed ({resp.message or 'no reference returned'})")
-        log.info("submitted %s to %s: %s (ref %s)", path, slug, resp.message, resp.ref)
+        log.debug("submitted %s to %s: %s (ref %s)", path, slug, resp.message, resp.ref)
         return int(resp.ref)
 
     def submissions(self, slug: str, page_size: int = 100, max_pages: int = 50) -> list[RemoteSubmission]:

@@ -31,7 +31,8 @@ def direct_imports(path: Path) -> set[str]:
 def closure(module: str) -> set[Path]:
     """Files of `module` and every pipeline module it imports, as paths relative to the project root.
 
-    Package `__init__.py` files are left out: they hold only docstrings here.
+    Package `__init__.py` files are left out: they hold docstrings, and `pipeline/stages/__init__.py` a check that
+    the environment has the packages, neither of which changes what a stage writes.
     """
     seen: set[str] = set()
     todo = [module]

@@ -57,6 +57,17 @@ def test_local_scorer_scores_the_test_submission(tiny_repro: Path):
     assert 0.0 <= out["accuracy"] <= 1.0
 
 
+def test_summary_says_what_the_run_produced(tiny_repro: Path):
+    out = run(["python", "-m", "pipeline", "summary"], tiny_repro).stdout.splitlines()
+    metrics = json.loads((tiny_repro / "metrics/ensemble.json").read_text())
+    assert out[0] == (
+        f"submissions: submissions/classification.csv ({2 * 24} rows), submissions/verification.csv (60 rows)"
+    )
+    assert out[1].startswith(f"validation: AUC {metrics['val_auc']:.4f}")
+    assert out[2].startswith("test (hidden answers in data/solution): AUC ")
+    assert any("make submit" in line for line in out)
+
+
 def test_second_repro_does_nothing(tiny_repro: Path):
     out = run(["dvc", "repro"], tiny_repro).stdout
     assert ran_stages(out) == set(), out
@@ -119,3 +130,4 @@ def test_exp_run_with_other_epochs_reruns_only_training_and_after(tiny_repro: Pa
         summary = json.loads((tiny_repro / f"dvclive/fold{fold}/metrics.json").read_text())
         assert (summary["epochs"], summary["finetune_epochs"]) == (3, 1)
     assert logged.count("train.epochs=3 (train.steps is not used)") == 2, logged[-3000:]  # logged by each fold
+    assert "submissions: submissions/classification.csv" in logged  # the ensemble stage ends with the summary

@@ -132,12 +132,17 @@ def test_bad_images_fail_with_the_whole_list(competition):
     assert not (competition.parent / "index").exists()  # nothing half-written
     report = pd.read_csv(competition.parent / "index.bad_images.csv")
     assert len(report) == 3
+    for path in broken:  # fixed: the next run succeeds and the stale list goes
+        path.unlink()
+    index(competition)
+    assert not (competition.parent / "index.bad_images.csv").exists()
 
 
-def test_bad_images_skipped_on_request(competition):
+def test_bad_images_skipped_on_request(competition, caplog):
     _break_images(competition)
     summary = index(competition, on_bad_image="skip")
     out = competition.parent / "index"
+    assert f"listed in {out / 'bad_images.csv'}" in caplog.text
     assert summary["train"] == 6 * 4 and summary["bad_images"] == 3
     assert not read_manifest(out, "train")["path"].str.contains("empty|text|truncated").any()
     assert len(read_manifest(out, "bad_images")) == 3

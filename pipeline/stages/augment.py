@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import augment
-from pipeline.data import load_array
 from pipeline.stages.common import params_from, parser, run, stage
 
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--images", type=Path, required=True, help="decoded training images (.npy)")
     ap.add_argument("--out", type=Path, required=True, help="serialised transform (.json)")
     ap.add_argument("--preview", type=Path, required=True, help="preview grid (.png)")
     args = ap.parse_args(argv)
+
+    from pipeline import augment
+    from pipeline.data import load_array
+
     p = params_from(args)
     transform = augment.build(p.augment)
     augment.save(transform, args.out)

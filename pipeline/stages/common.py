@@ -1,4 +1,8 @@
-"""What every stage entry point shares: logging, params loading and one clear line for a user error."""
+"""What every stage entry point shares: logging, params loading, and one clear line for a user error or an interrupt.
+
+Stage modules keep their heavy imports (torch, timm, albumentations, pandas, ...) inside `main`, after the
+arguments are parsed, so `python -m pipeline.stages.<name> --help` answers at once (tests/test_stages_cli.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +20,12 @@ from pipeline.params import PARAMS_FILE, Params, ParamsError, load_params, trace
 
 log = logging.getLogger("pipeline")
 TRACE_ENV = "PIPELINE_PARAMS_TRACE"  # a folder: each stage writes the params keys it read there (tests/test_e2e.py)
+INTERRUPTED = 130  # the exit status of a stage stopped by Ctrl-C (128 + SIGINT, as shells report it)
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def parser(description: str, module: str) -> argparse.ArgumentParser:
+    """The stage's argument parser; `module` (the stage's `__spec__.name`) names it in the usage line."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
     return p
 
@@ -28,7 +35,8 @@ def params_from(args: argparse.Namespace) -> Params:
 
 
 def stage(fn: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], int]:
-    """Wrap a stage's main: user errors (bad params, data, files) end with one message and exit status 1."""
+    """Wrap a stage's main: user errors (bad params, data, files) end with one message and exit status 1; an
+    interrupt (Ctrl-C) ends with one line saying what was kept and how to go on, and exit status 130."""
 
     @functools.wraps(fn)
     def main(argv: list[str] | None = None) -> int:
@@ -45,17 +53,42 @@ def stage(fn: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
             log.error("%s: %s", type(err).__name__, err)
             log.error("(set PIPELINE_DEBUG=1 for the traceback)")
             return 1
+        except KeyboardInterrupt as err:  # the train stage's TrainingInterrupted names its checkpoint
+            if os.environ.get("PIPELINE_DEBUG"):
+                raise
+            # CPython's `-m` runner ends with kill(SIGINT) (status -2, not ours) when a KeyboardInterrupt left an
+            # exec()'d string (dataclasses and namedtuple build methods so, at import), even one caught since;
+            # running one more exec() clears that mark.
+            exec("pass")
+            log.error("%s", str(err) or interrupted_line(_module(fn)))
+            return INTERRUPTED
         return 0
 
     return main
 
 
+def interrupted_line(module: str) -> str:
+    """What an interrupted stage says: outputs are written whole or not at all (`pipeline.io`), so nothing of it
+    stays behind half-written."""
+    return (
+        f"interrupted: {module} kept nothing half-written (outputs appear only when complete); "
+        "run dvc repro (or make repro) again to run the stage again"
+    )
+
+
+def _module(fn: Callable) -> str:
+    return getattr(sys.modules[fn.__module__].__spec__, "name", fn.__module__)  # `python -m` runs as __main__
+
+
 def _write_trace(folder: Path, fn: Callable, reads: set[str]) -> None:
     """The params keys this stage read, as `<module>.<pid>.json` in `folder` (one file per process)."""
-    module = getattr(sys.modules[fn.__module__].__spec__, "name", fn.__module__)  # `python -m` runs as __main__
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{module}.{os.getpid()}.json").write_text(json.dumps(sorted(reads)))
+    (folder / f"{_module(fn)}.{os.getpid()}.json").write_text(json.dumps(sorted(reads)))
 
 
 def run(main: Callable[[list[str] | None], int]) -> None:
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a late Ctrl-C would only break exit hooks
+    if status == INTERRUPTED:
+        logging.disable(logging.CRITICAL)  # the interrupt's line stays the last: no library's exit hook logs after it
+    sys.exit(status)

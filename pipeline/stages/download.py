@@ -24,7 +24,7 @@ def synthetic_bytes(s: SyntheticParams) -> int:
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--out", type=Path, required=True, help="competition root to write")
     ap.add_argument("--solution", type=Path, required=True, help="folder for hidden answers (synthetic sources)")
     args = ap.parse_args(argv)

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from pipeline import distributed
-from pipeline.data import load_array, read_manifest
-from pipeline.device import amp_dtype, resolve_device
-from pipeline.embeddings import CLASSIFICATION_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
-from pipeline.face_model import load_model
-from pipeline.inference import infer_sharded
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--model", type=Path, required=True, help="model.pt of one fold")
     ap.add_argument("--index", type=Path, required=True, help="manifest folder")
     ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder")
     ap.add_argument("--out", type=Path, required=True, help=".npz to write")
     args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from pipeline import distributed
+    from pipeline.data import load_array, read_manifest
+    from pipeline.device import amp_dtype, resolve_device
+    from pipeline.embeddings import CLASSIFICATION_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
+    from pipeline.face_model import load_model
+    from pipeline.inference import infer_sharded
+
     p = params_from(args)
     distributed.init_from_env(p.train)  # nothing unless torchrun started several processes
     device = distributed.local_device(resolve_device(p.train.device))

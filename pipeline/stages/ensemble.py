@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from pipeline import metrics, plots
-from pipeline.data import load_array, read_manifest
-from pipeline.embeddings import FoldEmbeddings
-from pipeline.ensemble import evaluate, pixel_baseline_auc, test_predictions
-from pipeline.folds import load_labelled
-from pipeline.io import atomic_path, write_json
 from pipeline.stages.common import log, params_from, parser, run, stage
-from pipeline.submission import write_classification, write_verification
-from pipeline.trial_files import read_trial_manifest
 
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--embeddings", type=Path, required=True, help="folder of fold<k>.npz")
     ap.add_argument("--index", type=Path, required=True, help="manifest folder")
     ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder (pixel baseline)")
@@ -29,6 +19,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", type=Path, required=True, help="ROC + histogram PNG")
     ap.add_argument("--submissions", type=Path, required=True, help="folder for the two CSVs")
     args = ap.parse_args(argv)
+
+    import pandas as pd
+
+    from pipeline import metrics, paths, plots
+    from pipeline.data import load_array, read_manifest
+    from pipeline.embeddings import FoldEmbeddings
+    from pipeline.ensemble import evaluate, pixel_baseline_auc, test_predictions
+    from pipeline.folds import load_labelled
+    from pipeline.io import atomic_path, write_json
+    from pipeline.submission import write_classification, write_verification
+    from pipeline.summary import summary_lines
+    from pipeline.trial_files import read_trial_manifest
+
     p = params_from(args)
     folds = [FoldEmbeddings.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
     labelled = load_labelled(args.index, args.folds, p.folds.holdout)
@@ -74,7 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     write_verification(
         args.submissions / "verification.csv", test_trials, test_scores, p.submission.verification_header
     )
-    log.info(
+    if args.submissions == paths.SUBMISSIONS and args.metrics == paths.METRICS / "ensemble.json":
+        # The run's last lines (`dvc repro`, `dvc exp run`): the submissions, the validation figures, what comes next.
+        for line in summary_lines(Path("."), hidden=False):
+            log.info(line)
+        return
+    log.info(  # written elsewhere than the project's paths, which the summary reads
         "validation: AUC %.4f (folds %s, pixel baseline %.4f), EER %.4f, accuracy %s",
         summary["val_auc"],
         ", ".join(f"{a:.4f}" for a in fold_aucs),

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data import read_manifest
-from pipeline.folds import assign_folds
-from pipeline.io import atomic_path
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--index", type=Path, required=True, help="manifest folder")
     ap.add_argument("--out", type=Path, required=True, help="folds CSV to write")
     args = ap.parse_args(argv)
+
+    from pipeline.data import read_manifest
+    from pipeline.folds import assign_folds
+    from pipeline.io import atomic_path
+
     p = params_from(args)
     if p.folds.holdout == "train":
         folds = assign_folds(read_manifest(args.index, "train"), p.folds.k, p.seed)

@@ -8,21 +8,17 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from pipeline import augment, distributed
-from pipeline.data import load_array, read_manifest
-from pipeline.engine import TrainData, train
-from pipeline.face_model import save_model
-from pipeline.folds import LabelledImages, load_labelled
-from pipeline.io import sha256_file
-from pipeline.models import resolve_pool_grid
-from pipeline.monitor import EvalSets
-from pipeline.params import Params, finetune_params
-from pipeline.stacked_images import StackedImages
 from pipeline.stages.common import log, params_from, parser, run, stage
-from pipeline.trial_files import read_trial_manifest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipeline.folds import LabelledImages
+    from pipeline.monitor import EvalSets
+    from pipeline.params import Params
+    from pipeline.stacked_images import StackedImages
 
 # Params that do not change the trained weights, so a checkpoint written under other values still resumes.
 # The launch settings are here too: the global batch, data order, augmentation and schedule do not depend on the
@@ -50,6 +46,8 @@ def fingerprint(p: Params, fold: int, inputs: list[Path], parent: str = "") -> s
 
     A checkpoint resumes only when this matches, so an edited engine or loss never continues stale weights.
     """
+    from pipeline.io import sha256_file
+
     train = {k: v for k, v in p.train.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
     data = {"image_size": p.data.image_size}
     spec = {"seed": p.seed, "fold": fold, "model": p.model.model_dump(mode="json"), "train": train, "data": data}
@@ -65,6 +63,13 @@ def training_sets(
     labelled: LabelledImages, decoded: Path, index: Path, fold: int
 ) -> tuple[np.ndarray | StackedImages, np.ndarray, np.ndarray, EvalSets]:
     """What fold `fold` trains on (images, rows, class index of every row of the images) and is measured on."""
+    import numpy as np
+
+    from pipeline.data import load_array, read_manifest
+    from pipeline.monitor import EvalSets
+    from pipeline.stacked_images import StackedImages
+    from pipeline.trial_files import read_trial_manifest
+
     in_fold = labelled.fold_ids == fold
     train_images = load_array(decoded / "train.npy")
     val_images = load_array(decoded / "val_classification.npy")
@@ -86,7 +91,7 @@ def training_sets(
 
 @stage
 def main(argv: list[str] | None = None) -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, __spec__.name)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--index", type=Path, required=True, help="manifest folder")
     ap.add_argument("--decoded", type=Path, required=True, help="decoded arrays folder")
@@ -95,6 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="model folder (checkpoint.pt, model.pt)")
     ap.add_argument("--live", type=Path, required=True, help="dvclive folder")
     args = ap.parse_args(argv)
+
+    # Here, not at the top, so that `--help` answers without loading torch. `fingerprint` hashes every pipeline
+    # module loaded when it runs: these, and those `training_sets` loads, as when they were module-level imports.
+    from pipeline import augment, distributed
+    from pipeline.engine import TrainData, TrainingInterrupted, train
+    from pipeline.face_model import save_model
+    from pipeline.folds import load_labelled
+    from pipeline.models import resolve_pool_grid
+    from pipeline.params import finetune_params
+
     p = params_from(args)
     if distributed.relaunch(p.train, "pipeline.stages.train", sys.argv[1:] if argv is None else argv):
         return  # torchrun ran the stage in train.nproc_per_node x train.nnodes processes
@@ -130,22 +145,32 @@ def main(argv: list[str] | None = None) -> None:
             live.next_step()
 
         model, budget = train(p, data, eval_sets, args.out, seed, fp, log_metrics)
-        ran = {"epochs": budget.epochs, "steps": budget.steps}
-        final_params = p
-        if p.finetune.epochs:  # phase 2: the same network, fine-tuned with the phase-2 loss from its weights
-            final_params = finetune_params(p)
-            loss = p.finetune.loss.model_dump(exclude_none=True)
-            log.info("fold %d: phase 2 at lr %g with the loss %s", args.fold, p.finetune.lr, loss)
-            fp2 = fingerprint(final_params, args.fold, inputs, parent=fp)
-            out2 = args.out / "finetune"
-            model, budget = train(
-                final_params, data, eval_sets, out2, seed + 1, fp2, log_metrics, init=model, prefix="finetune"
-            )
-            ran.update(finetune_epochs=budget.epochs, finetune_steps=budget.steps)
-        if main_rank:
-            live.summary.update(ran)  # what ran, next to the last epoch's figures in metrics.json
-            live.make_summary()
-            save_model(model, final_params, labelled.classes, args.out / "model.pt")
+        done = args.out / "checkpoint.pt"  # the checkpoint of the last finished phase
+        try:
+            ran = {"epochs": budget.epochs, "steps": budget.steps}
+            final_params = p
+            if p.finetune.epochs:  # phase 2: the same network, fine-tuned with the phase-2 loss from its weights
+                final_params = finetune_params(p)
+                loss = p.finetune.loss.model_dump(exclude_none=True)
+                log.info("fold %d: phase 2 at lr %g with the loss %s", args.fold, p.finetune.lr, loss)
+                fp2 = fingerprint(final_params, args.fold, inputs, parent=fp)
+                out2 = args.out / "finetune"
+                model, budget = train(
+                    final_params, data, eval_sets, out2, seed + 1, fp2, log_metrics, init=model, prefix="finetune"
+                )
+                done = out2 / "checkpoint.pt"
+                ran.update(finetune_epochs=budget.epochs, finetune_steps=budget.steps)
+            if main_rank:
+                live.summary.update(ran)  # what ran, next to the last epoch's figures in metrics.json
+                live.make_summary()
+                save_model(model, final_params, labelled.classes, args.out / "model.pt")
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # between the phases, or while the model is saved
+            raise TrainingInterrupted(
+                f"interrupted after a finished phase: {done} holds all of its epochs; "
+                "run dvc repro (or make repro) again to resume from it"
+            ) from None
     distributed.barrier()
 
 

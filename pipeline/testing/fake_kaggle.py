@@ -1,7 +1,8 @@
 """A local Kaggle on 127.0.0.1 that serves what the real kaggle 2.x client calls for, for tests and dry runs.
 
-    python -m pipeline.sources.synthetic --out /tmp/comp --solution /tmp/sol      # any HW2P2 layout will do
-    python -m pipeline.testing.fake_kaggle --competition /tmp/comp --solution /tmp/sol --port 7777
+    python -m pipeline.testing.fake_kaggle --project . --lifetime 0     # this project's data/raw + data/solution
+    python -m pipeline.testing.fake_kaggle --competition /tmp/comp --solution /tmp/sol --port 7777   # any HW2P2 layout
+    python -m pipeline.testing.fake_kaggle --render /tmp/tiny         # a tiny rendered competition (40 trials)
 
 then, in another shell (kaggle 2.2.5 ignores KAGGLE_API_ENVIRONMENT=TEST, so reach it through LOCALHOST and a
 plain HTTP proxy, on any port):
@@ -21,12 +22,18 @@ body, parsed and answered with kagglesdk's own types so the payloads match the c
     competitions.CompetitionApiService/ListSubmissions         the user's submissions with public/private scores
     competitions.CompetitionApiService/GetSubmission           one submission (`kaggle competitions submit --wait`)
     competitions.CompetitionApiService/GetSubmissionLimits     counts for the "submissions remaining" line
+    competitions.CompetitionApiService/GetLeaderboard          each team's best public score, highest first
     security.OAuthService/IntrospectToken                      accepts any access token (KAGGLE_API_TOKEN)
 
 Downloads honour `Range` (206) with a stable ETag, so the client's resume works. Each upload is scored with
 `pipeline.submission` against the solution files: a fixed, seeded `public_fraction` of the rows is public,
 the rest private (`public_mask`). Any credentials are accepted unless the server is told otherwise; slugs not
-configured get 404, slugs whose rules were "not accepted" get 403.
+configured get 404, slugs whose rules were "not accepted" get 403. A submission that cannot be scored is
+ERROR with its reason in `errorDescription` (`kaggle competitions submission REF` and `submit --wait` print it).
+
+The command-line server stops by itself after `--lifetime` seconds (an hour by default, so a forgotten one
+does not linger) and logs why; `--lifetime 0` serves until Ctrl-C. `--project DIR` serves DIR/data/raw with
+DIR/data/solution and DIR/params.yaml: the competition `make repro` rendered, so its submissions fit and score.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import logging
 import posixpath
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -54,6 +62,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.params import KaggleParams, LayoutParams, SubmissionParams, load_params
 
 log = logging.getLogger(__name__)
@@ -148,6 +157,7 @@ class _Submission:
     public: float | None = None
     private: float | None = None
     error: str = ""
+    team: str = "fake-team"  # the user who submitted (one-person teams)
 
 
 @dataclass
@@ -311,11 +321,19 @@ class FakeKaggle:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-kaggle", daemon=True)
         self._thread.start()
         if self._lifetime:
-            self._timer = threading.Timer(self._lifetime, self.stop)
+            self._timer = threading.Timer(self._lifetime, self._expire)
             self._timer.daemon = True
             self._timer.start()
         log.info("fake Kaggle listening on %s", self.url)
         return self
+
+    def _expire(self) -> None:
+        log.warning(
+            "fake Kaggle stops: its lifetime of %s is over; start it with --lifetime 0 to serve until Ctrl-C "
+            "(or --lifetime SECONDS)",
+            _duration(self._lifetime or 0),
+        )
+        self.stop()
 
     def stop(self) -> None:
         self.faults.release.set()
@@ -408,7 +426,7 @@ class FakeKaggle:
             upload = self._uploads.get(req.blob_file_tokens)
             if upload is None or upload[0] != comp.slug or upload[2] is None:
                 raise ApiError(400, "Unknown or incomplete upload token")
-            sub = self._score(comp, upload[1], upload[2], req.submission_description or "")
+            sub = self._score(comp, upload[1], upload[2], req.submission_description or "", user)
             resp = t.ApiCreateSubmissionResponse()
             resp.message, resp.ref = f"Successfully submitted to {comp.slug}", sub.ref
             return resp
@@ -431,6 +449,17 @@ class FakeKaggle:
                 if s.ref == req.ref:
                     return self._api_submission(s)
             raise ApiError(404, f"Submission {req.ref} not found")
+        if name == "GetLeaderboard":
+            req = t.ApiGetLeaderboardRequest.from_dict(body)
+            comp = self._competition(req.competition_name, participate=False)
+            resp = t.ApiGetLeaderboardResponse()
+            board = self.leaderboard(comp.slug)
+            size = req.page_size or 20
+            start = int(req.page_token or 0)
+            resp.submissions = [self._api_leaderboard_row(r) for r in board[start : start + size]]
+            if start + size < len(board):
+                resp.next_page_token = str(start + size)
+            return resp
         if name == "GetSubmissionLimits":
             req = t.ApiGetSubmissionLimitsRequest.from_dict(body)
             comp = self._competition(req.competition_name)
@@ -439,6 +468,25 @@ class FakeKaggle:
             resp.num_today, resp.num_allowed_now = resp.num_total, max(0, 100 - resp.num_total)
             return resp
         raise ApiError(404, f"{method} is not served by the fake Kaggle")
+
+    def leaderboard(self, slug: str) -> list[_Submission]:
+        """Each team's best scored submission to `slug` (public score; earliest first on ties), best first."""
+        best: dict[str, _Submission] = {}
+        for s in sorted(self.submissions, key=lambda s: (s.date, s.ref)):
+            if s.competition == slug and s.status == "COMPLETE" and s.public is not None:
+                kept = best.get(s.team)
+                if kept is None or s.public > (kept.public or 0.0):
+                    best[s.team] = s
+        return sorted(best.values(), key=lambda s: (-(s.public or 0.0), s.date))
+
+    def _api_leaderboard_row(self, s: _Submission) -> Any:
+        from kagglesdk.competitions.types.competition_api_service import ApiLeaderboardSubmission
+
+        teams = sorted({x.team for x in self.submissions})
+        out = ApiLeaderboardSubmission()
+        out.team_id, out.team_name = 1 + teams.index(s.team), s.team
+        out.submission_date, out.score = s.date, repr(s.public)
+        return out
 
     def _api_submission(self, s: _Submission) -> Any:
         from kagglesdk.competitions.types.competition_api_service import ApiSubmission
@@ -456,7 +504,7 @@ class FakeKaggle:
         out.public_score = "" if s.public is None else repr(s.public)
         out.private_score = "" if s.private is None else repr(s.private)
         out.error_description = s.error or None
-        out.submitted_by, out.team_name = "fake-user", "fake-team"
+        out.submitted_by, out.team_name = s.team, s.team
         return out
 
     def _task_of(self, comp: _Competition, data: bytes) -> str:
@@ -467,7 +515,9 @@ class FakeKaggle:
             return VERIFICATION
         return CLASSIFICATION
 
-    def _score(self, comp: _Competition, file_name: str, data: bytes, description: str) -> _Submission:
+    def _score(
+        self, comp: _Competition, file_name: str, data: bytes, description: str, team: str = "fake-team"
+    ) -> _Submission:
         """Score an upload with the pipeline's own scorer, on the public and the private rows separately."""
         from pipeline.submission import score_classification, score_verification
 
@@ -478,7 +528,8 @@ class FakeKaggle:
         path = self._work / "uploads" / str(ref) / (posixpath.basename(file_name) or "submission.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        sub = _Submission(ref, comp.slug, path.name, description, datetime.now(UTC).replace(tzinfo=None), len(data))
+        now = datetime.now(UTC).replace(tzinfo=None)
+        sub = _Submission(ref, comp.slug, path.name, description, now, len(data), team=team or "fake-team")
         solution = self.solution / SOLUTION_FILES[task]
         header = self.headers.classification_header if task == CLASSIFICATION else self.headers.verification_header
         scorer: Callable[..., float] = score_classification if task == CLASSIFICATION else score_verification
@@ -487,7 +538,14 @@ class FakeKaggle:
             sub.public = float(scorer(path, solution, header, rows=mask))
             sub.private = float(scorer(path, solution, header, rows=~mask)) if (~mask).any() else None
         except (ValueError, OSError) as err:
-            sub.status, sub.error = "ERROR", str(err).replace(str(path.parent) + "/", "")
+            reason = str(err).replace(str(path.parent) + "/", "").replace(str(solution), solution.name)
+            rows = sum(1 for line in data.splitlines() if line.strip()) - 1
+            if rows != len(mask):  # most likely a submission written for another competition
+                reason += (
+                    f" [this local Kaggle serves the competition in {self.root}, {len(mask)} {task} rows; "
+                    "to score the submissions `make repro` wrote, start it with --project .]"
+                )
+            sub.status, sub.error = "ERROR", reason
         log.info(
             "submission %d to %s (%s): %s public=%s private=%s",
             ref,
@@ -536,6 +594,14 @@ class FakeKaggle:
                 if found is not None:
                     return found, comp
         return None
+
+
+def _duration(seconds: float) -> str:
+    """A lifetime as a person would say it: "1 h", "10 min", "2.5 s"."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _handler_for(server: FakeKaggle) -> type[http.server.BaseHTTPRequestHandler]:
@@ -649,45 +715,95 @@ def _handler_for(server: FakeKaggle) -> type[http.server.BaseHTTPRequestHandler]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.testing.fake_kaggle", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--project",
+        type=Path,
+        metavar="DIR",
+        help="serve DIR/data/raw with DIR/data/solution and DIR/params.yaml (what `make repro` wrote)",
+    )
     parser.add_argument("--competition", type=Path, help="competition root in the HW2P2 layout")
     parser.add_argument("--solution", type=Path, help="folder with the two *_solution.csv files")
-    parser.add_argument("--render", type=Path, help="render a tiny synthetic competition here and serve it instead")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="render a tiny synthetic competition (40 trials) here and serve it; only submissions made for it fit",
+    )
     parser.add_argument("--params", type=Path, help="params.yaml for slugs, layout names and headers")
     parser.add_argument("--port", type=int, default=7777, help="port on 127.0.0.1; 0 picks a free one")
     parser.add_argument("--top-folder", help="wrap the archive's entries in this folder, e.g. 11-785hw2p2-s20")
     parser.add_argument("--public-fraction", type=float, default=0.3, help="share of rows on the public board")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the public/private split")
     parser.add_argument("--rules-not-accepted", action="append", default=[], metavar="SLUG", help="answer 403")
-    parser.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds (0: never)")
+    parser.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="SECONDS",
+        default=3600.0,
+        help="stop by itself after this many seconds (default: an hour); 0: serve until Ctrl-C",
+    )
     args = parser.parse_args(argv)
+    if args.lifetime < 0:
+        parser.error(f"--lifetime must be 0 (no limit) or positive, got {args.lifetime:g}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.project:
+        if args.render or args.competition or args.solution:
+            parser.error("--project serves DIR/data/raw and DIR/data/solution: give it without --render/--competition")
+        args.competition, args.solution = args.project / paths.RAW, args.project / paths.SOLUTION
+        if args.params is None and (args.project / "params.yaml").is_file():
+            args.params = args.project / "params.yaml"
+        if not args.competition.is_dir() or not args.solution.is_dir():
+            parser.error(
+                f"{args.project} has no {paths.RAW} and {paths.SOLUTION} yet: run `make repro` (or `dvc repro`) "
+                "first, with data.source synthetic or imagefolder (the sources with hidden answers)"
+            )
     params = load_params(args.params, check_model=False) if args.params else None
     if args.render:
         args.competition, args.solution = render_tiny(args.render, params.layout if params else None)
     if not args.competition or not args.solution:
         parser.error("give --competition and --solution, or --render DIR")
-    server = FakeKaggle(
-        args.competition,
-        args.solution,
-        kaggle=params.kaggle if params else None,
-        layout=params.layout if params else None,
-        submission=params.submission if params else None,
-        top_folder=args.top_folder,
-        public_fraction=args.public_fraction,
-        split_seed=args.split_seed,
-        rules_not_accepted=args.rules_not_accepted,
-        port=args.port,
-        lifetime=args.lifetime or None,
-    )
+    try:
+        server = FakeKaggle(
+            args.competition,
+            args.solution,
+            kaggle=params.kaggle if params else None,
+            layout=params.layout if params else None,
+            submission=params.submission if params else None,
+            top_folder=args.top_folder,
+            public_fraction=args.public_fraction,
+            split_seed=args.split_seed,
+            rules_not_accepted=args.rules_not_accepted,
+            port=args.port,
+            lifetime=args.lifetime or None,
+        )
+    except FileNotFoundError as err:
+        answers = args.project is not None and "solution file not found" in str(err)
+        parser.error(f"{err}" + (" (hidden answers exist only for data.source synthetic or imagefolder)" * answers))
+    except OSError as err:
+        parser.error(f"cannot listen on 127.0.0.1:{args.port}: {err.strerror or err} (--port 0 picks a free port)")
+
+    def terminated(signum: int, frame: object) -> None:  # `kill PID` says why it stops too, like the lifetime does
+        def stop() -> None:
+            log.info("fake Kaggle stops: terminated (SIGTERM)")
+            server.stop()
+
+        threading.Thread(target=stop, daemon=True).start()  # not in the handler: it may interrupt a log call
+
+    signal.signal(signal.SIGTERM, terminated)
     server.start()
     for slug, comp in server._competitions.items():
-        log.info("serving %s (%s): %d files", slug, " + ".join(comp.tasks), len(comp.files))
+        log.info("serving %s (%s): %d files from %s", slug, " + ".join(comp.tasks), len(comp.files), args.competition)
     env = " ".join(f"{k}={v}" for k, v in server.client_env().items() if k.islower() or k.startswith("KAGGLE"))
     log.info("point the kaggle client here with: export %s KAGGLE_USERNAME=me KAGGLE_KEY=anything", env)
+    if args.lifetime:
+        log.info("serving for %s, then stopping (--lifetime 0: until Ctrl-C)", _duration(args.lifetime))
+    else:
+        log.info("serving until Ctrl-C")
+
     try:
         server.wait()
     except KeyboardInterrupt:
-        pass
+        log.info("fake Kaggle stops: interrupted (Ctrl-C)")
     finally:
         server.stop()
     return 0

@@ -180,6 +180,70 @@ def test_unknown_competition_on_the_leaderboard(project: Path, tiny, tmp_path: P
     assert not (project / "submissions" / "leaderboard.png").exists()
 
 
+def commit_all(proj: Path, message: str) -> str:
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    if not (proj / ".git").exists():
+        subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+    subprocess.run(["git", "commit", "-qm", message], cwd=proj, check=True, env={**os.environ, **git})
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+
+
+def test_submit_takes_files_as_arguments_and_says_each_success_once(project: Path, tiny, tmp_path: Path) -> None:
+    (project / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"ensemble": {"cmd": "true", "metrics": ["metrics/ensemble.json"]}}})
+    )
+    head = commit_all(project, "code and outputs")
+    with FakeKaggle(*tiny) as srv:
+        env = env_for(tmp_path, srv)
+        one = pipeline_cmd(["submit", "submissions/verification.csv", "-m", "just one"], env, project)
+        assert one.returncode == 0, one.stderr
+        assert [s.competition for s in srv.submissions] == [VER]
+        ref = str(srv.submissions[0].ref)
+        said = one.stdout + one.stderr
+        assert said.count(ref) == 1 and said.count("submitted ") == 1  # one line per upload, not two
+        assert f"submitted submissions/verification.csv to {VER}: ref {ref}, local val_auc 0.8125" in one.stdout
+        assert [(r["task"], r["message"], r["git_commit"]) for r in history(project)] == [
+            ("verification", "just one", head)
+        ]
+
+        # history.csv committed, then rewritten by the next submit, with DVC's metrics rewritten too: not dirty.
+        head = commit_all(project, "record")
+        (project / "metrics" / "ensemble.json").write_text(json.dumps(METRICS | {"val_auc": 0.5}))
+        both = pipeline_cmd(["submit", "submissions/classification.csv", "submissions/verification.csv"], env, project)
+        assert both.returncode == 0, both.stderr
+        assert [s.competition for s in srv.submissions[1:]] == [CLS, VER]
+        assert [r["git_commit"] for r in history(project)[1:]] == [head, head]
+        (project / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "kaggle"}, "seed": 1}))
+        dirty = pipeline_cmd(["submit", "--task", "classification"], env, project)
+        assert dirty.returncode == 0, dirty.stderr
+        assert (
+            history(project)[-1]["git_commit"] == head + "-dirty" and history(project)[-1]["task"] == "classification"
+        )
+
+        twice = pipeline_cmd(["submit", "submissions/verification.csv", "submissions/verification.csv"], env, project)
+        wrong = pipeline_cmd(["submit", "--task", "classification", "submissions/verification.csv"], env, project)
+        missing = pipeline_cmd(["submit", "submissions/nope.csv"], env, project)
+    assert twice.returncode == 1 and "are both verification submissions" in twice.stderr
+    assert wrong.returncode == 1 and "header" in wrong.stderr
+    assert missing.returncode == 1 and "submissions/nope.csv: submission file not found" in missing.stderr
+    for done in (twice, wrong, missing):
+        assert "nothing was submitted" in done.stderr
+    assert len(srv.submissions) == 4
+
+
+def test_a_submission_kaggle_fails_to_score_says_why(project: Path, tmp_path: Path) -> None:
+    """The project's files are valid locally, but this Kaggle serves another competition: the reason is shown."""
+    other = render_tiny(tmp_path / "other", seed=7)
+    with FakeKaggle(*other) as srv:
+        done = pipeline_cmd(["submit", "submissions/verification.csv"], env_for(tmp_path, srv), project)
+    assert srv.submissions[0].status == "ERROR"
+    assert done.returncode == 1
+    assert f"Kaggle failed to score submission {srv.submissions[0].ref}" in done.stderr
+    assert "is not in the solution" in done.stderr
+    assert [r["task"] for r in history(project)] == ["verification"]  # uploaded, so recorded
+
+
 def test_history_widens_columns_and_survives_concurrent_submits(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import filecmp
 import json
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -166,29 +168,141 @@ def test_access_token_is_introspected(server: FakeKaggle, tmp_path: Path) -> Non
     assert "test_order_classification.txt" in listing.stdout
 
 
-def test_documented_command_serves_until_its_lifetime(tmp_path: Path) -> None:
-    """`python -m pipeline.testing.fake_kaggle --render DIR --port 0` starts, serves the client, and stops."""
+def start_cli(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, str, list[str]]:
+    """`python -m pipeline.testing.fake_kaggle ARGS --port 0`: the process, its URL and the log lines so far."""
     env = isolated_env(tmp_path / "home")
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, "-m", "pipeline.testing.fake_kaggle", "--render", str(tmp_path / "c"), "--port", "0"]
-    proc = subprocess.Popen([*cmd, "--lifetime", "60"], env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    cmd = [sys.executable, "-m", "pipeline.testing.fake_kaggle", *args, "--port", "0"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for _ in range(200):  # bounded: the lines come after rendering (or zipping) a small competition
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("INFO serving ") and " files from " not in line:  # the lifetime line comes last
+            break
+    url = next((m.group(1) for m in map(re.compile(r"listening on (http://127\.0\.0\.1:\d+)").search, lines) if m), "")
+    assert url, "the server never said where it listens:\n" + "".join(lines)
+    return proc, url, lines
+
+
+def client_env(url: str, tmp_path: Path) -> dict:
+    env = isolated_env(tmp_path / "client-home")
+    env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", http_proxy=url, no_proxy="", KAGGLE_USERNAME="u", KAGGLE_KEY="k")
+    return env
+
+
+def test_documented_command_says_why_it_stops(tmp_path: Path) -> None:
+    """At the end of its lifetime the server says so, and how to keep it running, then exits cleanly."""
+    proc, _, lines = start_cli(["--render", str(tmp_path / "c"), "--lifetime", "2"], tmp_path)
     try:
-        url = None
-        for _ in range(200):  # bounded: the log line comes after rendering a tiny competition
-            line = proc.stderr.readline()
-            if not line:
-                break
-            if found := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
-                url = found.group(1)
-                break
-        assert url, "the server never said where it listens"
-        env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", http_proxy=url, no_proxy="", KAGGLE_USERNAME="u", KAGGLE_KEY="k")
-        listing = kaggle(["competitions", "files", VER, "--page-size", "100"], env, tmp_path)
+        assert lines[-1] == "INFO serving for 2 s, then stopping (--lifetime 0: until Ctrl-C)\n"
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert (
+        "WARNING fake Kaggle stops: its lifetime of 2 s is over; start it with --lifetime 0 to serve until Ctrl-C"
+        in rest
+    )
+
+
+def test_lifetime_zero_serves_the_real_client_until_ctrl_c(tmp_path: Path) -> None:
+    """`--render DIR --lifetime 0`: serves the real client with no time limit; Ctrl-C stops it with a line."""
+    proc, url, lines = start_cli(["--render", str(tmp_path / "c"), "--lifetime", "0"], tmp_path)
+    try:
+        assert lines[-1] == "INFO serving until Ctrl-C\n"
+        listing = kaggle(["competitions", "files", VER, "--page-size", "100"], client_env(url, tmp_path), tmp_path)
         assert listing.returncode == 0, listing.stderr
         assert "test_trials_verification_student.txt" in listing.stdout
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0 and "INFO fake Kaggle stops: interrupted (Ctrl-C)" in rest
+
+
+def test_leaderboard_show_with_the_real_client(server: FakeKaggle, env: dict, tmp_path: Path, tiny) -> None:
+    """`kaggle competitions leaderboard SLUG --show`: each team's best public score, best first; errors left out."""
+    _, solution = tiny
+    empty = kaggle(["competitions", "leaderboard", VER, "--show"], env, tmp_path)
+    assert empty.returncode == 0, empty.stdout + empty.stderr
+    assert "No results found" in empty.stdout
+    first = write_submissions(tmp_path / "a", solution, np.random.default_rng(0))[1]
+    second = write_submissions(tmp_path / "b", solution, np.random.default_rng(1))[1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("trial,score\n")
+    rival = {**env, "KAGGLE_USERNAME": "rival"}
+    for who, csv in ((env, first), (env, second), (rival, bad), (rival, first)):
+        done = kaggle(["competitions", "submit", VER, "-f", str(csv), "-m", "x"], who, tmp_path)
+        assert done.returncode == 0, done.stderr
+    tester_best = max(server.submissions[0].public or 0, server.submissions[1].public or 0)
+    rival_best = server.submissions[3].public
+    assert server.submissions[2].status == "ERROR" and rival_best is not None
+    board = kaggle(["competitions", "leaderboard", VER, "--show", "-v"], env, tmp_path)
+    assert board.returncode == 0, board.stdout + board.stderr
+    rows = pd.read_csv(pd.io.common.StringIO(board.stdout))
+    assert list(rows.columns) == ["teamId", "teamName", "submissionDate", "score"]
+    # The rival's best equals the tester's first score: a tie goes to the earlier submission, the tester's.
+    assert rows["teamName"].tolist() == ["tester", "rival"] and tester_best >= rival_best
+    assert rows["score"].tolist() == [tester_best, rival_best]
+    assert kaggle(["competitions", "leaderboard", CLS, "--show"], env, tmp_path).stdout.strip() == "No results found"
+
+
+def test_a_failed_submission_shows_its_reason_in_the_real_client(server: FakeKaggle, env: dict, tmp_path: Path) -> None:
+    """A submission made for another competition (more rows than this one's 40 trials) fails with its reason."""
+    header = ",".join(SubmissionParams().verification_header)
+    other = tmp_path / "verification.csv"
+    other.write_text(header + "\n" + "".join(f"a{i}.jpg b{i}.jpg,0.5\n" for i in range(3000)))
+    done = kaggle(["competitions", "submit", VER, "-f", str(other), "-m", "wrong competition"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    ref = server.submissions[-1].ref
+    shown = kaggle(["competitions", "submission", str(ref)], env, tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "Status:" in shown.stdout and "ERROR" in shown.stdout
+    error = next(line for line in shown.stdout.splitlines() if line.startswith("Error:"))
+    assert "the file has 3000 rows, expected 40" in error
+    assert "40 verification rows; to score the submissions `make repro` wrote, start it with --project ." in error
+    assert str(server.solution) not in shown.stdout  # the hidden answers' location is not the client's business
+    waited = kaggle(["competitions", "submit", VER, "-f", str(other), "-m", "again", "--wait"], env, tmp_path)
+    assert waited.returncode == 1 and "the file has 3000 rows, expected 40" in waited.stdout + waited.stderr
+
+
+def test_project_serves_what_make_repro_rendered(tiny, tmp_path: Path) -> None:
+    """`--project DIR` serves DIR/data/raw and DIR/data/solution with DIR/params.yaml's slugs."""
+    comp, solution = tiny
+    project = tmp_path / "project"
+    shutil.copytree(comp, project / "data" / "raw")
+    shutil.copytree(solution, project / "data" / "solution")
+    (project / "params.yaml").write_text("kaggle:\n  classification: my-cls\n  verification: my-ver\n")
+    proc, url, lines = start_cli(["--project", str(project), "--lifetime", "60"], tmp_path)
+    try:
+        assert any(
+            "serving my-ver (verification): " in line and str(project / "data" / "raw") in line for line in lines
+        )
+        env = client_env(url, tmp_path)
+        _, ver_csv = write_submissions(tmp_path, solution, np.random.default_rng(2))
+        done = kaggle(["competitions", "submit", "my-ver", "-f", str(ver_csv), "-m", "repro", "--wait"], env, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Submission scored. Public score: 0." in done.stdout
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    bare = subprocess.run(
+        [sys.executable, "-m", "pipeline.testing.fake_kaggle", "--project", str(tmp_path / "empty")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bare.returncode == 2 and "run `make repro` (or `dvc repro`) first" in bare.stderr
 
 
 def test_listing_reports_a_json_error_body(server: FakeKaggle) -> None:
@@ -202,3 +316,16 @@ def test_listing_reports_a_json_error_body(server: FakeKaggle) -> None:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 404
     assert json.loads(err.value.read()) == {"code": 404, "message": "Competition 'nope' not found"}
+
+
+def test_sigterm_stops_the_server_with_a_line(tmp_path: Path) -> None:
+    proc, _, lines = start_cli(["--render", str(tmp_path / "c"), "--lifetime", "0"], tmp_path)
+    try:
+        assert lines[-1] == "INFO serving until Ctrl-C\n"
+        proc.terminate()
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0 and "INFO fake Kaggle stops: terminated (SIGTERM)" in rest
