@@ -51,6 +51,12 @@ def stage_commands(project: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
+def default_sigint() -> None:
+    """Ctrl-C's default in the child: a shell without job control starts background jobs (a CI step run with `&`)
+    with SIGINT ignored, and an ignored SIGINT is inherited, so Python would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_training_names_the_checkpoint_and_resumes(tmp_path: Path):
     """SIGINT to the process group (as a terminal's Ctrl-C: the stage and its DataLoader workers) after the first
     checkpoint; then the same command resumes from it, as the line says."""
@@ -63,7 +69,13 @@ def test_ctrl_c_in_training_names_the_checkpoint_and_resumes(tmp_path: Path):
     log = tmp_path / "train.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            commands["train"], cwd=project, env=git_env(), start_new_session=True, stdout=stderr, stderr=stderr
+            commands["train"],
+            cwd=project,
+            env=git_env(),
+            start_new_session=True,
+            stdout=stderr,
+            stderr=stderr,
+            preexec_fn=default_sigint,
         )
         deadline = time.monotonic() + 600
         while not (project / CKPT).exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -173,7 +173,9 @@ def start_cli(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, str, l
     env = isolated_env(tmp_path / "home")
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "pipeline.testing.fake_kaggle", *args, "--port", "0"]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # SIGINT at its default in the child: a background job of a shell without job control inherits it ignored
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=restore)
     lines: list[str] = []
     assert proc.stderr is not None
     for _ in range(200):  # bounded: the lines come after rendering (or zipping) a small competition
