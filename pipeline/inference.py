@@ -8,8 +8,21 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
-from pipeline.device import autocast
+from pipeline.device import amp_dtype, autocast
 from pipeline.models import l2_normalise
+from pipeline.params import Params
+
+
+def settings(p: Params, device: torch.device) -> dict:
+    """`infer`'s keyword arguments from the params, the same for the embed stage and the per-epoch evaluation:
+    `embed.batch_size`, `embed.flip_tta`, `embed.amp` (in `train.amp_dtype`) and `train.channels_last`."""
+    return dict(
+        device=device,
+        batch_size=p.embed.batch_size,
+        flip_tta=p.embed.flip_tta,
+        dtype=amp_dtype(device, p.embed.amp, p.train.amp_dtype),
+        channels_last=p.train.channels_last,
+    )
 
 
 @torch.inference_mode()

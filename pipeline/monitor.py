@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from pipeline import metrics
-from pipeline.device import amp_dtype
-from pipeline.inference import infer_sharded
+from pipeline.inference import infer_sharded, settings
 from pipeline.params import Params
 
 
@@ -50,13 +49,7 @@ def evaluate(model: nn.Module, sets: EvalSets, device: torch.device, cfg: Params
     """`val_accuracy` / `fold_accuracy` of the head's argmax and, with `train.verification_eval`, `val_auc`.
 
     Inference runs as the embed stage's does (`embed.batch_size`, `embed.flip_tta`, `embed.amp`)."""
-    kw = dict(
-        device=device,
-        batch_size=cfg.embed.batch_size,
-        flip_tta=cfg.embed.flip_tta,
-        dtype=amp_dtype(device, cfg.embed.amp, cfg.train.amp_dtype),
-        channels_last=cfg.train.channels_last,
-    )
+    kw = settings(cfg, device)
     out: dict[str, float] = {}
     if sets.val_images is not None and len(sets.val_images):
         _, p = infer_sharded(model, sets.val_images, **kw)

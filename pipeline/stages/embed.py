@@ -24,22 +24,16 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distributed
     from pipeline.data import load_array, read_manifest
-    from pipeline.device import amp_dtype, resolve_device
+    from pipeline.device import resolve_device
     from pipeline.embeddings import CLASSIFICATION_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
     from pipeline.face_model import load_model
-    from pipeline.inference import infer_sharded
+    from pipeline.inference import infer_sharded, settings
 
     p = params_from(args)
     distributed.init_from_env(p.train)  # nothing unless torchrun started several processes
     device = distributed.local_device(resolve_device(p.train.device))
     model, classes = load_model(args.model, device)
-    kw = dict(
-        device=device,
-        batch_size=p.embed.batch_size,
-        flip_tta=p.embed.flip_tta,
-        dtype=amp_dtype(device, p.embed.amp, p.train.amp_dtype),
-        channels_last=p.train.channels_last,
-    )
+    kw = settings(p, device)
     out: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
     for split in VERIFICATION_SPLITS:
         emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
