@@ -21,6 +21,8 @@ COMMANDS = {
     "leaderboard": "join Kaggle's scores of your submissions with the local validation metrics",
     "experiments": "which params won: one row per DVC experiment, the params that differ, the ensemble metrics",
     "bench": "time the pipeline against the naive way and the machine's bounds (= python -m pipeline.bench)",
+    "scale": "the whole dvc repro at the real competition's size in a working copy: time, memory, disk per stage",
+    "recipe": "switch params.yaml to a recipe in one command (recipes/NAME.yaml, e.g. competition: the real size)",
 }
 # Commands whose arguments all go to another module's `main(argv)`, untouched (its own --help included).
 FORWARDED = {"bench": "pipeline.bench.__main__"}
@@ -35,6 +37,8 @@ examples:
   python -m pipeline leaderboard
   python -m pipeline experiments                               # after `dvc exp run`
   python -m pipeline bench --small
+  python -m pipeline scale --tiny                              # the competition-size run, rehearsed in a minute
+  python -m pipeline recipe competition --dry-run              # what the GPU recipe changes in params.yaml
 
 the pipeline itself: `dvc repro` (or `make repro`); `dvc exp run -S key=value` for an experiment.
 

@@ -1,6 +1,8 @@
 """The embeddings file of one fold (`embeddings/fold<k>.npz`): its one writer (the embed stage) and reader (the
 ensemble stage and the bench). Keys: `classes`; `<split>_names` and `<split>_embeddings` (L2-normalised) of the
-verification splits; `<split>_ids` and `<split>_probs` (class probabilities) of the classification splits."""
+verification splits; `<split>_ids`, `<split>_embeddings` and `<split>_probs` (the head's class probabilities) of the
+classification splits; `train_ids` and `train_embeddings` of the training images (the class prototypes of
+`pipeline.classify`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ VERIFICATION_SPLITS = ("val_verification", "test_verification")
 # Classification splits and the manifest column that identifies each image: the validation images by path (the
 # folds name them so), the test images by submission id.
 CLASSIFICATION_SPLITS = {"val_classification": "path", "test_classification": "id"}
+LABELLED_SPLITS = {"train": "path"}  # embedded for the prototypes; no head probabilities are kept
 ALIGNED_KEYS = ("classes", "val_verification_names", "test_verification_names", "test_classification_ids")
 
 
@@ -46,7 +49,10 @@ class FoldEmbeddings:
         return self.data["classes"].tolist()
 
     def embeddings(self, split: str) -> np.ndarray:
-        return self.data[f"{split}_embeddings"]
+        key = f"{split}_embeddings"
+        if key not in self.data:  # written before the classification and training splits were embedded
+            raise ValueError(f"{self.name}.npz has no {key}: re-run its embed stage")
+        return self.data[key]
 
     def names(self, split: str) -> list[str]:
         return self.data[f"{split}_names"].tolist()

@@ -48,6 +48,16 @@ def _int_or_auto(low: int, high: int | None = None) -> Any:
     return Annotated[int | Literal["auto"], BeforeValidator(check)]
 
 
+def _bool_or_auto(value: Any) -> Any:
+    """true, false or the string "auto", with one clear message for anything else."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError("must be true, false or 'auto'")
+
+
+BoolOrAuto = Annotated[bool | Literal["auto"], BeforeValidator(_bool_or_auto)]
+
+
 class ParamsError(ValueError):
     """A params file that cannot be used; the message names the key."""
 
@@ -389,6 +399,30 @@ class ScoreParams(Section):
         return {"metric": self.metric, "center": self.center, "expand": self.query_expansion, "alpha": self.qe_alpha}
 
 
+class ClassifyParams(Section):
+    # Which probabilities name a classification image's identity (pipeline/classify.py; README: Real faces): the
+    # softmax head's, the nearest class prototype's (cosine to each identity's mean labelled embedding), or
+    # prototype_weight of the prototype's plus the rest of the head's.
+    method: Literal["head", "prototype", "mixed"] = "prototype"
+    temperature: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05  # cosine / temperature before the softmax
+    prototype_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # mixed only
+    # Steps moving each prototype towards the images it claims (weights = their probabilities; no labels read).
+    refine_steps: Annotated[int, Field(ge=0, le=20)] = 0
+    # Rescale the probabilities of the images classified together so that every identity claims the same share
+    # (Sinkhorn), as when each identity has the same number of test images. auto: when the validation
+    # classification images have the same number per identity (the test split is built like it).
+    balance: BoolOrAuto = "auto"
+
+
+class AnalysisParams(Section):
+    """The error-analysis pictures the `analyse` stage draws from the ensemble's validation outputs (README: Where
+    the model fails); none of these keys re-runs training, embedding or scoring."""
+
+    gallery_pairs: Annotated[int, Field(ge=1, le=50)] = 8  # worst false accepts drawn, and as many false rejects
+    confused_pairs: Annotated[int, Field(ge=0, le=50)] = 6  # most confused identity pairs drawn; 0 = none
+    images_per_identity: Annotated[int, Field(ge=1, le=12)] = 3  # training images shown of each confused identity
+
+
 class SubmissionParams(Section):
     classification_header: tuple[str, str] = ("id", "label")  # Spring 2020 used Id,Category
     verification_header: tuple[str, str] = ("trial", "score")
@@ -410,7 +444,9 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     embed: EmbedParams = EmbedParams()
     score: ScoreParams = ScoreParams()
+    classify: ClassifyParams = ClassifyParams()
     submission: SubmissionParams = SubmissionParams()
+    analysis: AnalysisParams = AnalysisParams()
 
     @model_validator(mode="after")
     def _finetune_loss(self) -> Params:

@@ -15,7 +15,7 @@ from pipeline import paths
 NEXT = (
     "next: python -m pipeline validate submissions/verification.csv   (check a file as Kaggle would)",
     "      make submit        (python -m pipeline submit: upload both, recorded in submissions/history.csv)",
-    "      make plots         (dvc plots show: ROC, score histogram, training curves)",
+    "      make plots         (dvc plots show: one offline page of curves, ROC, failure gallery, confusions)",
     "      make experiments   (python -m pipeline experiments: which params won, after dvc exp run)",
 )
 

@@ -107,7 +107,14 @@ def test_stages_read_only_the_params_they_declare(tiny_repro: Path):
 
 
 @pytest.mark.parametrize(
-    "module", ["pipeline/scoring.py", "pipeline/ensemble.py", "pipeline/submission.py", "pipeline/plots.py"]
+    "module",
+    [
+        "pipeline/scoring.py",
+        "pipeline/ensemble.py",
+        "pipeline/classify.py",
+        "pipeline/submission.py",
+        "pipeline/plots.py",
+    ],
 )
 def test_editing_scoring_or_submission_code_never_retrains(tiny_repro: Path, module: str):
     path = tiny_repro / module
@@ -118,12 +125,20 @@ def test_editing_scoring_or_submission_code_never_retrains(tiny_repro: Path, mod
     assert ran_stages(out) == {"ensemble"}, out
 
 
+@pytest.mark.parametrize("module", ["pipeline/gallery.py", "pipeline/failures.py", "pipeline/confusions.py"])
+def test_editing_the_error_analysis_reruns_only_the_drawing(tiny_repro: Path, module: str):
+    path = tiny_repro / module
+    path.write_text(path.read_text() + "\n# an edit that changes no behaviour\n")
+    out = run(["dvc", "repro"], tiny_repro).stdout
+    assert ran_stages(out) == {"analyse"}, out
+
+
 def test_exp_run_with_other_epochs_reruns_only_training_and_after(tiny_repro: Path):
     run(["git", "add", "-A"], tiny_repro)
     run(["git", "commit", "-qm", "after repro"], tiny_repro)
     proc = run(["dvc", "exp", "run", "-S", "train.epochs=3"], tiny_repro)
     out, logged = proc.stdout, proc.stdout + proc.stderr
-    assert ran_stages(out) == STAGES_AFTER_TRAINING, out
+    assert ran_stages(out) == STAGES_AFTER_TRAINING | {"analyse"}, out  # analyse draws from the new scores
     shown = run(["dvc", "exp", "show", "--json"], tiny_repro).stdout
     assert "val_auc" in shown
     for fold in (0, 1):  # the knob means what it says: 3 epochs ran (then the 1-epoch fine-tune)
@@ -131,3 +146,24 @@ def test_exp_run_with_other_epochs_reruns_only_training_and_after(tiny_repro: Pa
         assert (summary["epochs"], summary["finetune_epochs"]) == (3, 1)
     assert logged.count("train.epochs=3 (train.steps is not used)") == 2, logged[-3000:]  # logged by each fold
     assert "submissions: submissions/classification.csv" in logged  # the ensemble stage ends with the summary
+
+
+def test_another_classify_method_reruns_only_the_stages_after_the_embeddings(tiny_repro: Path):
+    params = yaml.safe_load((tiny_repro / "params.yaml").read_text())
+    params["classify"].update(method="head", balance=False)  # the defaults are prototype, auto
+    (tiny_repro / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = (tiny_repro / "submissions/classification.csv").read_text()
+    out = run(["dvc", "repro"], tiny_repro).stdout
+    assert "ensemble" in ran_stages(out) and not ran_stages(out) & STAGES_AFTER_TRAINING - {"ensemble"}, out
+    metrics = json.loads((tiny_repro / "metrics/ensemble.json").read_text())
+    assert metrics["val_accuracy"] >= MIN_ACCURACY  # the softmax head classifies too
+    assert (tiny_repro / "submissions/classification.csv").read_text() != before
+
+
+def test_exp_run_with_a_gallery_param_reruns_only_the_drawing(tiny_repro: Path):
+    run(["git", "add", "-A"], tiny_repro)
+    run(["git", "commit", "-qm", "after the experiments above"], tiny_repro)
+    out = run(["dvc", "exp", "run", "-S", "analysis.gallery_pairs=3"], tiny_repro).stdout
+    assert ran_stages(out) == {"analyse"}, out
+    for kind in ("false_accepts", "false_rejects"):
+        assert sorted(p.name for p in (tiny_repro / "plots/analysis" / kind).iterdir()) == ["1.png", "2.png", "3.png"]

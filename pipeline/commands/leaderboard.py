@@ -3,7 +3,8 @@
 Fetches your submissions (with public and private scores) for the configured competition(s), joins them with
 `submissions/history.csv` on the Kaggle reference, prints one table, and plots local validation score
 against public score (`submissions/leaderboard.png`): points near the diagonal mean local validation
-predicts the leaderboard.
+predicts the leaderboard. The joined table is also written as `submissions/leaderboard.csv`, oldest first: dvc.yaml
+declares it a plot (local validation and leaderboard figures of each submission over time) for `dvc plots show`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 TASKS = ("classification", "verification")
 COLUMNS = ("date", "task", "ref", "status", "local", "public", "private", "file", "message")
+# submissions/leaderboard.csv: the plot data of the submission history (dvc.yaml, .dvc/plots/submission_history.json).
+CSV_COLUMNS = ("time", "task", "ref", "local_metric", "local", "public", "private", "status", "file", "message")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", type=Path, default=Path("submissions/history.csv"), help="default: %(default)s")
     parser.add_argument(
         "--plot", type=Path, default=Path("submissions/leaderboard.png"), help="plot to write (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--csv", type=Path, default=Path("submissions/leaderboard.csv"), help="table to write (default: %(default)s)"
     )
     parser.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
 
@@ -61,6 +67,8 @@ def join(
             rows.append(
                 {
                     "date": s.date.strftime("%Y-%m-%d %H:%M") if s.date else "",
+                    # when `submit` uploaded it (history.csv), else Kaggle's date: the plot's time axis
+                    "time": h.get("time") or (s.date.strftime("%Y-%m-%dT%H:%M:%SZ") if s.date else ""),
                     "task": task,
                     "ref": s.ref,
                     "status": s.status if not s.error else f"{s.status}: {s.error}",
@@ -77,6 +85,7 @@ def join(
             rows.append(
                 {
                     "date": h.get("time", "")[:16].replace("T", " "),
+                    "time": h.get("time", ""),
                     "task": h["task"],
                     "ref": h["kaggle_ref"],
                     "status": "not listed by Kaggle",
@@ -146,6 +155,27 @@ def plot(rows: list[dict[str, Any]], tasks: tuple[str, ...], out: Path) -> int:
     return drawn
 
 
+def write_csv(rows: list[dict[str, Any]], tasks: tuple[str, ...], out: Path) -> int:
+    """The joined rows, oldest first, as `CSV_COLUMNS` (a missing score is an empty cell); rows of other tasks
+    already in `out` stay (`--task verification` keeps the classification history). Returns the rows written."""
+    import csv
+
+    from pipeline.history import LOCAL_METRIC
+    from pipeline.io import atomic_path
+
+    kept: list[dict[str, Any]] = []
+    if out.is_file():
+        with open(out, newline="", encoding="utf-8") as f:
+            kept = [r for r in csv.DictReader(f) if r.get("task") not in (*tasks, "?")]
+    fresh = [{**r, "local_metric": LOCAL_METRIC.get(r["task"], "")} for r in rows]
+    ordered = sorted([*kept, *fresh], key=lambda r: (str(r.get("time") or ""), str(r.get("ref") or "")))
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: "" if r.get(k) is None else r[k] for k in CSV_COLUMNS} for r in ordered)
+    return len(ordered)
+
+
 def main(args: argparse.Namespace) -> int:
     from pipeline.history import LOCAL_METRIC, HistoryError, read_history
     from pipeline.kaggle_client import KaggleClient, KaggleError
@@ -172,4 +202,6 @@ def main(args: argparse.Namespace) -> int:
     print("local = " + ", ".join(f"{LOCAL_METRIC[t]} ({t})" for t in tasks) + f" from {args.history}")
     n = plot(rows, tasks, args.plot)
     log.info("wrote %s (%d points)", args.plot, n)
+    n = write_csv(rows, tasks, args.csv)
+    log.info("wrote %s (%d submissions; `dvc plots show` draws them over time)", args.csv, n)
     return 0

@@ -1,5 +1,5 @@
-"""Stage `embed@fold`: flip-TTA embeddings of the verification images and class probabilities of the
-classification images, saved with their ids (`pipeline.embeddings`).
+"""Stage `embed@fold`: flip-TTA embeddings of the verification, classification and training images and the head's
+class probabilities of the classification images, saved with their ids (`pipeline.embeddings`).
 
 Launched under torchrun (`torchrun --nproc-per-node N -m pipeline.stages.embed ...`), the ranks share the rows
 and rank 0 writes the gathered result, the same as one process writes."""
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import distributed
     from pipeline.data import load_array, read_manifest
     from pipeline.device import resolve_device
-    from pipeline.embeddings import CLASSIFICATION_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
+    from pipeline.embeddings import CLASSIFICATION_SPLITS, LABELLED_SPLITS, VERIFICATION_SPLITS, FoldEmbeddings
     from pipeline.face_model import load_model
     from pipeline.inference import infer_sharded, settings
 
@@ -40,9 +40,14 @@ def main(argv: list[str] | None = None) -> None:
         out[f"{split}_names"] = read_manifest(args.index, split)["name"].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
     for split, id_column in CLASSIFICATION_SPLITS.items():
-        _, probs = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        emb, probs = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
         out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
+        out[f"{split}_embeddings"] = emb
         out[f"{split}_probs"] = probs.astype(np.float32)
+    for split, id_column in LABELLED_SPLITS.items():
+        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
+        out[f"{split}_embeddings"] = emb
     if distributed.is_main():
         FoldEmbeddings(args.out.stem, out).save(args.out)
         log.info("wrote %s", args.out)

@@ -1,4 +1,5 @@
-"""Stage `ensemble`: per-fold and ensemble metrics, the pixel baseline, ROC plots, and both submissions."""
+"""Stage `ensemble`: per-fold and ensemble metrics, the pixel baseline, ROC plots, per-trial validation scores and
+out-of-fold validation predictions (plot data), and both submissions."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     ap.add_argument("--roc", type=Path, required=True, help="ROC points CSV (dvc plots)")
     ap.add_argument("--plot", type=Path, required=True, help="ROC + histogram PNG")
+    ap.add_argument("--scores", type=Path, required=True, help="per-trial validation scores CSV (dvc plots)")
+    ap.add_argument("--predictions", type=Path, required=True, help="out-of-fold validation predictions CSV")
     ap.add_argument("--submissions", type=Path, required=True, help="folder for the two CSVs")
     args = ap.parse_args(argv)
 
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import metrics, paths, plots
     from pipeline.data import load_array, read_manifest
     from pipeline.embeddings import FoldEmbeddings
-    from pipeline.ensemble import evaluate, pixel_baseline_auc, test_predictions
+    from pipeline.ensemble import evaluate, pixel_baseline_auc, prediction_table, test_predictions, trial_table
     from pipeline.folds import load_labelled
     from pipeline.io import atomic_path, write_json
     from pipeline.submission import write_classification, write_verification
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     unseen = None
     if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
         unseen = {f.name: labelled.fold_ids == k for f, k in zip(folds, p.folds.train, strict=True)}
-    results, scores = evaluate(folds, val_trials, labelled.val_labels, p.score, unseen)
+    results, scores, val_probs = evaluate(folds, val_trials, labelled, p.score, p.classify, unseen)
     ver_names = read_manifest(args.index, "val_verification")["name"].tolist()
     baseline = pixel_baseline_auc(load_array(args.decoded / "val_verification.npy"), ver_names, val_trials)
     fold_aucs = [results[f.name]["val_auc"] for f in folds]
@@ -62,11 +65,15 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(table.assign(model=name))
     with atomic_path(args.roc) as tmp:
         pd.concat(rows, ignore_index=True)[["model", "fpr", "tpr", "threshold"]].to_csv(tmp, index=False)
+    with atomic_path(args.scores) as tmp:
+        trial_table(val_trials, scores).to_csv(tmp, index=False)
+    with atomic_path(args.predictions) as tmp:
+        prediction_table(labelled, val_probs).to_csv(tmp, index=False)
     title = f"ensemble AUC {summary['val_auc']:.4f}, pixel baseline {baseline:.4f}"
     plots.roc_and_histogram(curves, labels, scores["ensemble"], title, args.plot)
 
     test_trials = read_trial_manifest(args.index, "test_trials")
-    ids, predicted, test_scores = test_predictions(folds, test_trials, p.score)
+    ids, predicted, test_scores = test_predictions(folds, test_trials, labelled, p.score, p.classify)
     write_classification(
         args.submissions / "classification.csv",
         ids,

@@ -133,6 +133,14 @@ def test_submit_both_records_provenance_and_leaderboard_joins(project: Path, tin
     assert hand[5] == "-" and "by" in hand  # no local metric for a submission history.csv does not know
     png = (project / "submissions" / "leaderboard.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+    # The plot data of the submission history (dvc.yaml's top-level plot): oldest first, local and public side by side.
+    board_csv = pd.read_csv(project / "submissions" / "leaderboard.csv", dtype={"ref": str})
+    assert board_csv["ref"].tolist() == [r["kaggle_ref"] for r in rows] + [str(srv.submissions[-1].ref)]
+    assert board_csv["time"].tolist()[:2] == [r["time"] for r in rows] and board_csv["time"].is_monotonic_increasing
+    assert board_csv["local_metric"].tolist() == ["val_accuracy", "val_auc", "val_accuracy"]
+    assert board_csv["local"].tolist()[:2] == [METRICS["val_accuracy"], METRICS["val_auc"]]
+    assert np.isnan(board_csv["local"].iloc[2])  # by hand: no local figure
+    assert board_csv["public"].tolist() == [scored[int(r)].public for r in board_csv["ref"]]
     assert KEY not in (project / "submissions" / "history.csv").read_text()
 
 
@@ -300,3 +308,18 @@ def test_download_repro_submit_leaderboard(tmp_path: Path) -> None:
         assert json.loads(score.stdout)[key] == sub.public
         line = next(line for line in board.stdout.splitlines() if f" {sub.ref} " in line)
         assert f"{sub.public:.5f}" in line.split()
+
+
+def test_leaderboard_csv_of_one_task_keeps_the_other_tasks_rows(tmp_path: Path) -> None:
+    from pipeline.commands.leaderboard import write_csv
+
+    out = tmp_path / "leaderboard.csv"
+    row = {"time": "2026-01-02T00:00:00Z", "task": "classification", "ref": 1, "local": 0.5, "public": 0.6}
+    write_csv([row], ("classification", "verification"), out)
+    later = {**row, "time": "2026-01-03T00:00:00Z", "task": "verification", "ref": 2, "private": None}
+    write_csv([later], ("verification",), out)
+    again = {**later, "ref": 3, "time": "2026-01-01T00:00:00Z"}
+    write_csv([again], ("verification",), out)  # the verification rows are Kaggle's list now: ref 2 is not in it
+    table = pd.read_csv(out)
+    assert table["ref"].tolist() == [3, 1] and table["task"].tolist() == ["verification", "classification"]
+    assert table["local_metric"].tolist() == ["val_auc", "val_accuracy"] and table["private"].isna().all()
