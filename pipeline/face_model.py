@@ -69,7 +69,8 @@ def save_model(model: FaceModel, cfg: Params, classes: list[str], path: Path) ->
 
 def load_model(path: Path, device: torch.device) -> tuple[FaceModel, list[str]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model_params = ModelParams(**ckpt["model_params"])
+    # the weights are all in the file: starting weights (hub or a local file) are not looked for again
+    model_params = ModelParams(**{**ckpt["model_params"], "pretrained": False, "pretrained_path": None})
     if model_params.pool == "flatten" and not isinstance(model_params.pool_grid, int):
         raise ValueError(f"{path}: written without a resolved model.pool_grid; re-run the train stage")
     model = FaceModel(model_params, LossParams(**ckpt["loss_params"]), len(ckpt["classes"]))

@@ -119,7 +119,10 @@ class CenterLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with _fp32(embeddings.device):
-            diff = embeddings.float() - self.centers.float()[labels]
+            # index_select, not centers[labels]: on CPU the backward of advanced indexing accumulates the rows of
+            # repeated labels with atomic adds across threads, in a different order on every run (the weights
+            # of two runs with the same seed drifted apart); index_select's backward (index_add_) is ordered
+            diff = embeddings.float() - torch.index_select(self.centers.float(), 0, labels)
             return 0.5 * diff.pow(2).sum(dim=1).mean()
 
 

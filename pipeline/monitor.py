@@ -58,6 +58,6 @@ def evaluate(model: nn.Module, sets: EvalSets, device: torch.device, cfg: Params
         _, p = infer_sharded(model, sets.fold_images, **kw)
         out["fold_accuracy"] = metrics.accuracy(sets.fold_labels, p.argmax(1))
     if cfg.train.verification_eval and sets.ver_images is not None and sets.trials is not None:
-        emb, _ = infer_sharded(model, sets.ver_images, **kw)
+        emb, _ = infer_sharded(model, sets.ver_images, probs=False, **kw)
         out["val_auc"] = cosine_auc(emb, sets.ver_names, sets.trials)
     return out

@@ -373,6 +373,20 @@ class FinetuneParams(Section):
         return self
 
 
+class SourceParams(Section):
+    """The source model (stage `source`, pipeline/source_model.py): a backbone pretrained on rendered synthetic faces
+    of many identities, which every fold model then starts from. Its own seed and budget, so that experiments on
+    `seed`, `train` or `loss` reuse the cached source model instead of retraining it."""
+
+    identities: NonNegInt = 0  # identities rendered for the source task; 0 = no source model (fold models start fresh)
+    images_per_identity: Annotated[int, Field(ge=2)] = 24  # rendered faces per identity
+    difficulty: Prob = 0.5  # as synthetic.difficulty: 0 = studio portraits, 1 = harsh pose/light/occlusion
+    steps: PosInt = 3000  # optimiser-step budget, rounded up to whole epochs (as train.steps with epochs: auto)
+    lr: PosFloat = 3e-3  # peak learning rate
+    batch_size: PosInt = 128  # images per step
+    seed: NonNegInt = 0  # rendering and training seed of the source model (not the top-level seed)
+
+
 class EmbedParams(Section):
     batch_size: PosInt = 512  # images per forward pass
     flip_tta: bool = True  # sum of original and mirrored embeddings, then L2-normalise
@@ -442,11 +456,22 @@ class Params(Section):
     loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
     finetune: FinetuneParams = FinetuneParams()
+    source: SourceParams = SourceParams()
     embed: EmbedParams = EmbedParams()
     score: ScoreParams = ScoreParams()
     classify: ClassifyParams = ClassifyParams()
     submission: SubmissionParams = SubmissionParams()
     analysis: AnalysisParams = AnalysisParams()
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Params:
+        if self.source.identities and (self.model.pretrained or self.model.pretrained_path):
+            key = "model.pretrained" if self.model.pretrained else "model.pretrained_path"
+            raise ValueError(
+                f"source.identities ({self.source.identities}) and {key} both give the fold models their starting "
+                "weights: set source.identities to 0, or unset " + key
+            )
+        return self
 
     @model_validator(mode="after")
     def _finetune_loss(self) -> Params:

@@ -125,7 +125,7 @@ def test_params_refuse_inconsistent_launch_settings(train, message):
 
 
 def test_launch_settings_do_not_change_the_fingerprint_but_sync_bn_does(tmp_path):
-    from pipeline.stages.train import fingerprint
+    from pipeline.fingerprint import fingerprint
 
     inputs = [tmp_path / "a"]
     inputs[0].write_text("x")

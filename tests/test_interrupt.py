@@ -50,13 +50,13 @@ def stage_commands(project: Path) -> dict[str, list[str]]:
     return {name: shlex.split(body.get("do", body)["cmd"].replace("${item}", "0")) for name, body in stages.items()}
 
 
-@pytest.mark.slow
 def default_sigint() -> None:
     """Ctrl-C's default in the child: a shell without job control starts background jobs (a CI step run with `&`)
     with SIGINT ignored, and an ignored SIGINT is inherited, so Python would never raise KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_names_the_checkpoint_and_resumes(tmp_path: Path):
     """SIGINT to the process group (as a terminal's Ctrl-C: the stage and its DataLoader workers) after the first
     checkpoint; then the same command resumes from it, as the line says."""

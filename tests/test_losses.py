@@ -229,6 +229,26 @@ def test_center_loss_is_half_mean_squared_distance_to_the_class_centre(bf16):
     torch.testing.assert_close(got, want, **(BF16 if bf16 else FP32))
 
 
+def test_centre_gradients_are_the_same_on_every_run():
+    """Many images of few classes, summed on 2 threads: with `centers[labels]` the backward's atomic adds gave
+    a different centre gradient on nearly every call (50 of 50 here), so two trainings with one seed diverged."""
+    torch.manual_seed(0)
+    center = CenterLoss(256, 4300)
+    labels = torch.randint(0, 40, (512,))
+    emb = torch.randn(512, 256)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = set()
+        for _ in range(20):
+            center.centers.grad = None
+            center(emb, labels).backward()
+            grads.add(center.centers.grad.numpy().tobytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(grads) == 1
+
+
 def test_centres_learn_in_their_own_param_group():
     emb, labels = batch(n=8)  # classes 0..4, so all five centres are used
     labels = labels % 3  # ...now only 0..2: centres 3 and 4 must not move

@@ -41,7 +41,18 @@ print("PROBE " + json.dumps({{"status": status, "heavy": heavy}}))
 
 
 def test_every_stage_is_listed():
-    assert STAGES == ["analyse", "augment", "decode", "download", "embed", "ensemble", "folds", "index", "train"]
+    assert STAGES == [
+        "analyse",
+        "augment",
+        "decode",
+        "download",
+        "embed",
+        "ensemble",
+        "folds",
+        "index",
+        "source",
+        "train",
+    ]
 
 
 @pytest.mark.parametrize("name", STAGES)

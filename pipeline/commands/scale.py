@@ -39,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--train-steps",
         type=int,
         help="optimiser steps per fold, rounded up to whole epochs (train.steps with train.epochs: auto; default "
-        "8900: 3 epochs of the full set at batch 128)",
+        "2900 with train.warmup_epochs 0.25: one epoch of the full set at batch 128)",
     )
     budget.add_argument("--epochs", type=int, help="exactly this many epochs per fold (train.epochs)")
     parser.add_argument("--recipe", help="apply a params recipe first (recipes/NAME.yaml, e.g. competition on a GPU)")

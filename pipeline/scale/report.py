@@ -58,6 +58,7 @@ class ScaleReport:
     disk: dict[str, int] = field(default_factory=dict)  # raw, decoded, dvc_cache, workdir (bytes on disk)
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics/ensemble.json's validation figures, per fold too
     summary: list[str] = field(default_factory=list)  # `python -m pipeline summary`'s figure lines
+    validated: list[str] = field(default_factory=list)  # `python -m pipeline validate` of each submission
     wall_s: float = 0.0  # the whole run: stages, no-op repro and measurements
 
     def to_json(self) -> dict[str, Any]:
@@ -67,7 +68,8 @@ class ScaleReport:
         return out
 
     def met(self) -> bool:
-        return all(r.met() for r in self.stages) and self.noop is not None and self.noop.met()
+        valid = all(line.split(": ")[1:2] == ["ok"] for line in self.validated)  # "FILE: ok: ..." (run.py)
+        return all(r.met() for r in self.stages) and self.noop is not None and self.noop.met() and valid
 
 
 def earlier_rows(report_json: dict[str, Any]) -> dict[str, StageRow]:
@@ -155,6 +157,7 @@ def markdown(report: ScaleReport) -> str:
             f"EER {m['val_eer']:.4f}. Training ran {m.get('training', 'n/a')}."
         )
     lines += [f"`python -m pipeline summary`: {line}" for line in report.summary]
+    lines += [f"`python -m pipeline validate` {line}" for line in report.validated]
     lines.append(f"Whole run: {duration(report.wall_s)}; every target met: {_yes(report.met())}.")
     return "\n".join(lines) + "\n"
 

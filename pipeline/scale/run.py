@@ -125,6 +125,24 @@ def summary_figures(path: Path, env: dict[str, str]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.startswith(("submissions:", "validation:", "test"))]
 
 
+SUBMISSIONS = ("submissions/classification.csv", "submissions/verification.csv")
+
+
+def validate_submissions(path: Path, env: dict[str, str]) -> list[str]:
+    """`python -m pipeline validate` of each submission, as a user checks one before uploading it: one line each,
+    `FILE: ok (its own last line, time)` or `FILE: FAILED (...)`."""
+    lines = []
+    for name in SUBMISSIONS:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "validate", name], cwd=path, env=env, capture_output=True, text=True
+        )
+        said = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
+        verdict = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+        lines.append(f"{name}: {verdict}: {said[0]} ({time.perf_counter() - start:.1f} s)")
+    return lines
+
+
 def machine(path: Path) -> dict[str, Any]:
     from pipeline.bench.report import machine as bench_machine
     from pipeline.device import resolve_device
@@ -248,6 +266,7 @@ def run_scale(args: argparse.Namespace) -> int:
     report.disk = disk_figures(wd.path)
     report.metrics = metric_figures(wd.path)
     report.summary = summary_figures(wd.path, env)
+    report.validated = validate_submissions(wd.path, env)
     report.wall_s = time.perf_counter() - started
     md = write_report(report, folder)
     print()

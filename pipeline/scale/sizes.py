@@ -14,12 +14,13 @@ from pipeline.params_edit import flatten
 if TYPE_CHECKING:
     from pipeline.params import Params
 
-# Optimiser steps per fold when the user gives no budget (train.epochs: auto rounds it up to whole epochs): 3 epochs
-# of the full set at batch 128 (378,400 training + 2,300 held-in validation images = 2,974 steps per epoch). At the
-# 1,038 img/s docs/BENCH.md measured for the train stage on 2 cores that is about 18 min per fold, so the whole run
-# (render, index, decode, two folds, embed, ensemble) is projected at about an hour there: a projection from the
-# bench's rates, not a measurement (docs/SCALE.md).
-DEFAULT_TRAIN_STEPS = 8900
+# The budget when the user gives none: one epoch per fold of the full set at batch 128 (378,400 training + 2,300
+# held-in validation images = 2,974 steps; train.epochs: auto rounds 2,900 up to it), with a quarter-epoch warm-up
+# (the params default, one epoch, would leave no epoch after it). On this project's 2-core machine the train stage
+# ran at about 2.3 steps/s at full size (22 min per epoch, per-epoch validation over 100k trials included), and the
+# stages before it took 11 min, so one epoch per fold keeps the whole run near an hour.
+DEFAULT_TRAIN_STEPS = 2900
+DEFAULT_WARMUP_EPOCHS = 0.25
 
 # The data keys every scale run sets: rendered, and trained on both training folders (2,300 + 2,000 identities).
 FULL_SIZE_DATA = {"data.source": "synthetic", "data.train_subsets": ["medium", "large"]}
@@ -89,7 +90,7 @@ def run_keys(
     """Every params key the run sets, by dotted name; later layers win: recipe, size, budget, settings.
 
     Without a budget (and without a recipe, whose own budget then stands) the full-size default
-    `DEFAULT_TRAIN_STEPS` applies; --tiny's own is one epoch.
+    `DEFAULT_TRAIN_STEPS` with `DEFAULT_WARMUP_EPOCHS` applies; --tiny's own is one epoch.
     """
     keys: dict[str, Any] = dict(recipe or {})
     keys.update(size_keys(scale, image_size))
@@ -98,6 +99,7 @@ def run_keys(
         keys.update(TINY)
     elif train_steps is None and epochs is None and not recipe:
         train_steps = DEFAULT_TRAIN_STEPS
+        keys["train.warmup_epochs"] = DEFAULT_WARMUP_EPOCHS
     keys.update(budget_keys(train_steps, epochs))
     keys.update(settings or {})
     return keys

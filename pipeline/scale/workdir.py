@@ -35,11 +35,11 @@ class Workdir:
     reused: bool  # made by an earlier scale run
 
 
-def _git(args: list[str], cwd: Path) -> str:
+def _git(args: list[str], cwd: Path, strip: bool = True) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise WorkdirError(f"git {' '.join(args)} (in {cwd}) failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip()
+    return done.stdout.strip() if strip else done.stdout
 
 
 def project_root(start: Path) -> Path:
@@ -55,7 +55,8 @@ def default_workdir(project: Path) -> Path:
 def uncommitted_sources(project: Path) -> list[str]:
     """Tracked files with changes that are not committed (outputs of the project's own runs left out): what a clone
     of the last commit does not have."""
-    lines = _git(["status", "--porcelain", "--untracked-files=no"], project).splitlines()
+    # not stripped: each porcelain line starts with two status columns, the first often a space
+    lines = _git(["status", "--porcelain", "--untracked-files=no"], project, strip=False).splitlines()
     paths = [line[3:].split(" -> ")[-1] for line in lines if len(line) > 3]
     return [p for p in paths if not p.startswith(OUTPUTS)]
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     kw = settings(p, device)
     out: dict[str, np.ndarray] = {"classes": np.array(classes, dtype=str)}
     for split in VERIFICATION_SPLITS:
-        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, probs=False, **kw)
         out[f"{split}_names"] = read_manifest(args.index, split)["name"].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
     for split, id_column in CLASSIFICATION_SPLITS.items():
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
         out[f"{split}_probs"] = probs.astype(np.float32)
-    for split, id_column in LABELLED_SPLITS.items():
-        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, **kw)
+    for split, id_column in LABELLED_SPLITS.items():  # the training images: embeddings only (probs: N x classes)
+        emb, _ = infer_sharded(model, load_array(args.decoded / f"{split}.npy"), desc=split, probs=False, **kw)
         out[f"{split}_ids"] = read_manifest(args.index, split)[id_column].to_numpy(dtype=str)
         out[f"{split}_embeddings"] = emb
     if distributed.is_main():

@@ -4,12 +4,11 @@ checkpoint each epoch and resume."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.fingerprint import fingerprint
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 if TYPE_CHECKING:
@@ -17,46 +16,7 @@ if TYPE_CHECKING:
 
     from pipeline.folds import LabelledImages
     from pipeline.monitor import EvalSets
-    from pipeline.params import Params
     from pipeline.stacked_images import StackedImages
-
-# Params that do not change the trained weights, so a checkpoint written under other values still resumes.
-# The launch settings are here too: the global batch, data order, augmentation and schedule do not depend on the
-# number of processes, so a checkpoint resumes on another world size. What does change with it, like `device`, is
-# numerical: BatchNorm statistics come from each process's share of the batch (unless sync_bn, which stays a result
-# key), and gradients are summed in another order.
-NON_RESULT_KEYS = (
-    "num_workers",
-    "eval_every",
-    "verification_eval",
-    "device",
-    "nproc_per_node",
-    "nnodes",
-    "node_rank",
-    "rdzv_backend",
-    "rdzv_endpoint",
-    "rdzv_id",
-    "backend",
-)
-
-
-def fingerprint(p: Params, fold: int, inputs: list[Path], parent: str = "") -> str:
-    """What the weights depend on: the relevant params, the input files and the pipeline code in use (and, for
-    phase 2, the phase-1 fingerprint as `parent`).
-
-    A checkpoint resumes only when this matches, so an edited engine or loss never continues stale weights.
-    """
-    from pipeline.io import sha256_file
-
-    train = {k: v for k, v in p.train.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
-    data = {"image_size": p.data.image_size}
-    spec = {"seed": p.seed, "fold": fold, "model": p.model.model_dump(mode="json"), "train": train, "data": data}
-    spec["loss"] = p.loss.model_dump(mode="json")
-    code = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("pipeline") and m.__file__)
-    spec["files"] = [sha256_file(f) for f in inputs]
-    spec["code"] = [sha256_file(f) for f in code]
-    spec["parent"] = parent
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def training_sets(
@@ -99,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transform", type=Path, required=True, help="serialised augmentation")
     ap.add_argument("--out", type=Path, required=True, help="model folder (checkpoint.pt, model.pt)")
     ap.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    ap.add_argument("--source", type=Path, help="source model folder: start from its backbone.pt when it holds one")
     args = ap.parse_args(argv)
 
     # Here, not at the top, so that `--help` answers without loading torch. `fingerprint` hashes every pipeline
@@ -111,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.params import finetune_params
 
     p = params_from(args)
+    source = args.source / "backbone.pt" if args.source else None
+    if source is not None and source.exists():  # stage `source` wrote it (source.identities > 0)
+        p = p.model_copy(update={"model": p.model.model_copy(update={"pretrained_path": str(source)})})
     if distributed.relaunch(p.train, "pipeline.stages.train", sys.argv[1:] if argv is None else argv):
         return  # torchrun ran the stage in train.nproc_per_node x train.nnodes processes
     p = p.model_copy(update={"model": resolve_pool_grid(p.model, p.data.image_size)})  # a params error, before work
@@ -123,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     data = TrainData(images, rows, labels[rows], len(labelled.classes), augment.load(args.transform))
     seed = p.seed * 1000 + args.fold
     inputs = [args.index / "train.csv", args.index / "val_classification.csv", args.folds, args.transform]
+    if p.model.pretrained_path:  # other starting weights under the same path must not resume this checkpoint
+        inputs.append(Path(p.model.pretrained_path))
     fp = fingerprint(p, args.fold, inputs)
     log.info(
         "fold %d: %d training images, %d %s images held out, %d classes",

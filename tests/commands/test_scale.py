@@ -19,7 +19,7 @@ from pipeline.params_edit import flatten
 from pipeline.scale import report as rep
 from pipeline.scale import sizes, workdir
 from pipeline.scale.measure import disk_usage, run_measured
-from pipeline.scale.run import environment, stage_order
+from pipeline.scale.run import SUBMISSIONS, environment, stage_order
 from tests.conftest import make_project, run
 
 MIB = 2**20
@@ -38,6 +38,8 @@ def test_full_size_is_the_benchs_spec_with_both_training_folders():
     assert keys["synthetic.render_size"] == 32
     assert keys["data.train_subsets"] == ["medium", "large"] and keys["data.source"] == "synthetic"
     assert keys["train.epochs"] == "auto" and keys["train.steps"] == sizes.DEFAULT_TRAIN_STEPS
+    assert keys["train.warmup_epochs"] == sizes.DEFAULT_WARMUP_EPOCHS  # else one epoch would be all warm-up
+    assert "train.warmup_epochs" not in sizes.run_keys(1.0, tiny=False, image_size=32, train_steps=9000)
 
 
 def test_layers_apply_in_order_recipe_size_budget_settings():
@@ -61,7 +63,8 @@ def test_the_fold_plan_is_what_the_train_stage_runs():
     def plan(**kw):
         return sizes.fold_plan(parse_params(nest(sizes.run_keys(**kw)), check_model=False))
 
-    assert plan(scale=1.0, tiny=False, image_size=32) == (3, 2974)
+    assert plan(scale=1.0, tiny=False, image_size=32) == (1, 2974)
+    assert plan(scale=1.0, tiny=False, image_size=32, train_steps=6000) == (3, 2974)
     assert plan(scale=1.0, tiny=True, image_size=32) == (1, 7)
     assert plan(scale=0.01, tiny=False, image_size=32, train_steps=40) == (2, 29)
 
@@ -153,6 +156,17 @@ def test_markdown_has_a_row_per_stage_and_the_noop_row():
     assert "= 3.0x the raw data" in text and "every target met: yes" in text
 
 
+def test_a_submission_that_fails_validation_misses_the_targets():
+    report = rep.ScaleReport("t", "/w", "c", {}, {}, [_row("download", 200)])
+    report.noop = rep.NoopRow(12.0, [], 60 * MIB)
+    report.validated = ["submissions/classification.csv: ok: OK (4600 rows) (0.4 s)"]
+    assert report.met()
+    report.validated.append("submissions/verification.csv: FAILED (exit 1): line 7: score 'nan': ok? no (0.2 s)")
+    assert not report.met()
+    assert "`python -m pipeline validate` submissions/verification.csv: FAILED" in rep.markdown(report)
+    assert "every target met: **no**" in rep.markdown(report)
+
+
 def test_earlier_figures_carry_over_for_stages_a_resumed_run_skips():
     report = rep.ScaleReport(
         "t", "/w", "c", {}, {}, [_row("download", 200), rep.StageRow("index", "failed", 1, 0, 0, 0, 0)]
@@ -172,6 +186,15 @@ def test_a_foreign_folder_is_never_used(tmp_path: Path):
         workdir.prepare(project, tmp_path / "busy")
     with pytest.raises(workdir.WorkdirError, match="inside the project"):
         workdir.prepare(project, project / "scale-copy")
+
+
+def test_uncommitted_changes_are_named_in_full(tmp_path: Path):
+    """Porcelain lines begin with a status column that is often a space: the paths keep their first letter."""
+    project = make_project(tmp_path / "project")
+    (project / "pipeline" / "io.py").write_text((project / "pipeline" / "io.py").read_text() + "\n")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "\n")
+    run(["git", "add", "params.yaml"], project)
+    assert workdir.uncommitted_sources(project) == ["params.yaml", "pipeline/io.py"]
 
 
 def test_bad_settings_are_refused_before_params_yaml_changes(tmp_path: Path):
@@ -201,7 +224,7 @@ def test_dry_run_writes_the_full_size_params(tmp_path: Path):
     assert params["train.steps"] == 6000 and params["train.epochs"] == "auto"
     assert "378,400 training images of 4,300 identities, 100,000 validation and 900,000 test trials" in out
     assert "per fold 3 epoch(s) x 2,974 steps (train.steps 6,000, epochs: auto)" in out
-    assert "stages, in dvc repro's order: download, index, decode, folds, augment, train@0" in out
+    assert "stages, in dvc repro's order: download, index, decode, folds, augment, source, train@0" in out
     assert not (tmp_path / "copy" / "data").exists()  # nothing ran
 
     # A budget the train stage would refuse (one epoch, one epoch of warmup) is refused now, not after the render.
@@ -229,6 +252,9 @@ def test_tiny_run_measures_every_stage_then_resumes_with_the_same_figures(tmp_pa
     assert report["disk"]["raw"] > 0 and report["disk"]["workdir"] > report["disk"]["raw"]
     assert 0 <= report["metrics"]["val_auc"] <= 1 and 0 <= report["metrics"]["val_accuracy"] <= 1
     assert list(report["metrics"]["fold_auc"]) == ["fold0"]
+    # each submission passed the real `python -m pipeline validate`, as a user checks one before uploading
+    assert [line.split(":")[0] for line in report["validated"]] == list(SUBMISSIONS)
+    assert all(": ok: " in line for line in report["validated"]), report["validated"]
     table = (copy / "scale" / "report.md").read_text()
     assert all(f"| `{s}` |" in table for s in stages) and "| second `dvc repro`, nothing changed |" in table
     assert table in out  # printed as written

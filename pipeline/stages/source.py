@@ -1,0 +1,76 @@
+"""Stage `source`: pretrain the backbone on rendered synthetic faces of `source.identities` identities, the source
+task the fold models start from (`backbone.pt`); with `source.identities: 0`, write only `source.json` saying there
+is none. Checkpoints each epoch and resumes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pipeline.stages.common import log, params_from, parser, run, stage
+
+BACKBONE = "backbone.pt"  # the backbone's state dict, what the train stage loads (--source)
+SUMMARY = "source.json"
+
+
+@stage
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, __spec__.name)
+    ap.add_argument("--out", type=Path, required=True, help="source model folder (backbone.pt, source.json)")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from pipeline import augment
+    from pipeline.engine import TrainData, train
+    from pipeline.fingerprint import fingerprint
+    from pipeline.io import atomic_path, write_json
+    from pipeline.monitor import EvalSets
+    from pipeline.params import AugmentParams
+    from pipeline.source_model import render_source_set, source_params
+
+    p = params_from(args)
+    s = p.source
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not s.identities:
+        for stale in (BACKBONE, "checkpoint.pt"):  # the folder persists (for resuming), a switched-off source not
+            (args.out / stale).unlink(missing_ok=True)
+        write_json(args.out / SUMMARY, {"identities": 0, "note": "no source model: the fold models start fresh"})
+        log.info("source.identities is 0: no source model")
+        return
+
+    sp = source_params(p)
+    started = time.monotonic()
+    images, labels = render_source_set(s, p.data.image_size, workers=min(8, os.cpu_count() or 1))
+    # the last face of each identity measures the source task (accuracy of its head) after each epoch
+    held = np.arange(s.images_per_identity - 1, len(labels), s.images_per_identity)
+    rows = np.setdiff1d(np.arange(len(labels)), held)
+    data = TrainData(images, rows, labels[rows], s.identities, augment.build(AugmentParams()))
+    sets = EvalSets(val_images=images[held], val_labels=labels[held])
+    log.info("source: %d identities x %d faces of %d px", s.identities, s.images_per_identity, p.data.image_size)
+    history: list[dict[str, float]] = []
+    model, budget = train(sp, data, sets, args.out, s.seed, fingerprint(sp, -1, []), history.append)
+    with atomic_path(args.out / BACKBONE) as tmp:
+        torch.save(model.net.backbone.state_dict(), tmp)
+    summary = {
+        "identities": s.identities,
+        "images": len(rows),
+        "image_size": p.data.image_size,
+        "epochs": budget.epochs,
+        "steps": budget.steps,
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "history": history,
+    }
+    write_json(args.out / SUMMARY, summary)
+    log.info(
+        "source model: %s (held-out accuracy %s) in %.1f min",
+        args.out / BACKBONE,
+        summary["val_accuracy"],
+        (time.monotonic() - started) / 60,
+    )
+
+
+if __name__ == "__main__":
+    run(main)
