@@ -43,8 +43,9 @@ repro: $(STAMP)
 summary: $(STAMP)
 	@$(BIN)/python -m pipeline summary
 
+# --durations: the suite must stay well under 15 min on 2 cores; the slowest tests are named at the end of each run
 test: $(STAMP) browser
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) browser
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
