@@ -43,12 +43,16 @@ repro: $(STAMP)
 summary: $(STAMP)
 	@$(BIN)/python -m pipeline summary
 
-# --durations: the suite must stay well under 15 min on 2 cores; the slowest tests are named at the end of each run
+# The suite must stay well under 15 min on 2 cores: TEST_WORKERS pytest-xdist workers (each file on one worker,
+# tests/conftest.py), one torch thread each so that two workers' training never fights over the cores (busy-waiting
+# OpenMP threads of two processes slowed each other several times over); --durations names the slowest tests.
+TEST_WORKERS ?= 2
+PYTEST := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
 test: $(STAMP) browser
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PYTEST) --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) browser
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # make submit [FILES="submissions/verification.csv"] [MESSAGE="what changed"]
 submit: $(STAMP)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.dataset import FaceDataset
-from pipeline.device import amp_dtype, autocast, resolve_device
+from pipeline.device import amp_dtype, autocast, dtype_name, resolve_device
 from pipeline.face_model import FaceModel, start_from
 from pipeline.io import atomic_path
 from pipeline.models import resolve_pool_grid
@@ -240,7 +240,11 @@ def build(
         budget.rule,
         budget.eval_every,
     )
-    trainer = TrainStep(model, tp, device, amp_dtype(device, tp.amp, tp.amp_dtype))
+    dtype = amp_dtype(device, tp.amp, tp.amp_dtype)
+    log.info(
+        "precision on %s: %s (train.amp: %s, train.amp_dtype: %s)", device, dtype_name(dtype), tp.amp, tp.amp_dtype
+    )
+    trainer = TrainStep(model, tp, device, dtype)
     scheduler, _ = create_scheduler_v2(
         trainer.optimizer,
         sched="cosine",

@@ -10,11 +10,41 @@ from pipeline.classify import balance_applies, balanced, class_probs
 from pipeline.embeddings import FoldEmbeddings, check_aligned
 from pipeline.folds import LabelledImages
 from pipeline.params import ClassifyParams, ScoreParams
-from pipeline.scoring import normalise, trial_scores, verification_scores
+from pipeline.scoring import normalise, trial_scores, verification_scores, within_class_whitening
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (scores.std() + 1e-12)
+
+
+class Whitenings:
+    """`score.whiten`'s matrices (`scoring.within_class_whitening`), each fitted once, when first asked for, and
+    used for validation and test alike: one per fold from its embeddings of the labelled images (every training
+    image and validation classification image, with their identities), and one from the folds' mean embeddings
+    for `score.ensemble: mean_embedding`. Without `score.whiten` every one is None."""
+
+    def __init__(self, folds: list[FoldEmbeddings], labelled: LabelledImages, p: ScoreParams):
+        self.folds, self.p = folds, p
+        self.labels = np.concatenate([labelled.train_labels, labelled.val_labels])
+        self.fitted: dict[str, np.ndarray] = {}
+
+    def _fit(self, key: str, embeddings_of) -> np.ndarray | None:
+        if not self.p.whiten:
+            return None
+        if key not in self.fitted:
+            labelled = np.concatenate([embeddings_of("train"), embeddings_of("val_classification")])
+            self.fitted[key] = within_class_whitening(labelled, self.labels, self.p.whiten_shrinkage)
+        return self.fitted[key]
+
+    def of(self, fold: FoldEmbeddings) -> np.ndarray | None:
+        return self._fit(fold.name, fold.embeddings)
+
+    def of_mean(self) -> np.ndarray | None:
+        return self._fit(" mean", lambda split: mean_embeddings(self.folds, split))
+
+
+def mean_embeddings(folds: list[FoldEmbeddings], split: str) -> np.ndarray:
+    return normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
 
 
 def combined_scores(
@@ -23,15 +53,28 @@ def combined_scores(
     trials: pd.DataFrame,
     p: ScoreParams,
     per_fold: list[np.ndarray] | None = None,
+    whitenings: Whitenings | None = None,
 ) -> np.ndarray:
     """Ensemble trial scores (`score.ensemble`): the mean of each fold's z-scored trial scores (each fold's
-    embeddings expanded and scored in its own space; `per_fold` passes scores already computed), or the score of
-    the mean L2-normalised embedding."""
+    embeddings whitened, expanded and scored in its own space; `per_fold` passes scores already computed), or the
+    score of the mean L2-normalised embedding. `score.whiten` needs `whitenings`."""
+    if p.whiten and whitenings is None:
+        raise ValueError("score.whiten: combined_scores needs the Whitenings of these folds")
     if p.ensemble == "mean_embedding":
-        mean = normalise(np.mean([f.embeddings(split) for f in folds], axis=0))
-        return verification_scores(mean, folds[0].names(split), trials, **p.scoring_args())
+        mean = mean_embeddings(folds, split)
+        white = whitenings.of_mean() if whitenings else None
+        return verification_scores(mean, folds[0].names(split), trials, **p.scoring_args(), whitening=white)
     if per_fold is None:
-        per_fold = [verification_scores(f.embeddings(split), f.names(split), trials, **p.scoring_args()) for f in folds]
+        per_fold = [
+            verification_scores(
+                f.embeddings(split),
+                f.names(split),
+                trials,
+                **p.scoring_args(),
+                whitening=whitenings.of(f) if whitenings else None,
+            )
+            for f in folds
+        ]
     return np.mean([zscore(s) for s in per_fold], axis=0).astype(np.float32)
 
 
@@ -69,6 +112,7 @@ def evaluate(
     p: ScoreParams,
     c: ClassifyParams,
     unseen: dict[str, np.ndarray] | None = None,
+    whitenings: Whitenings | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], np.ndarray]:
     """Validation metrics per fold and for the ensemble, the validation scores (for ROC plots), and the ensemble's
     out-of-fold class probabilities of the validation classification images (rows no fold held out are zero).
@@ -76,8 +120,10 @@ def evaluate(
     `unseen` maps a fold's name to a mask of the validation classification images it did not train on
     (`folds.holdout: validation`); without it no fold trained on any. Each fold's accuracy counts only its unseen
     images, and the ensemble's averages, for each image, the folds that did not see it (out of fold).
+    `whitenings` passes matrices already fitted (the stage shares them with `test_predictions`).
     """
     check_aligned(folds)
+    whitenings = whitenings or Whitenings(folds, labelled, p)
     labels = val_trials["label"].to_numpy()
     val_labels = labelled.val_labels
     every = np.ones(len(val_labels), dtype=bool)
@@ -87,13 +133,17 @@ def evaluate(
     fold_probs = np.zeros((len(folds), len(val_labels), len(labelled.classes)), dtype=np.float32)
     for i, fold in enumerate(folds):
         s = verification_scores(
-            fold.embeddings("val_verification"), fold.names("val_verification"), val_trials, **p.scoring_args()
+            fold.embeddings("val_verification"),
+            fold.names("val_verification"),
+            val_trials,
+            **p.scoring_args(),
+            whitening=whitenings.of(fold),
         )
         scores[fold.name] = s
         m = masks[fold.name]
         fold_probs[i, m] = fold_class_probs(fold, "val_classification", m, labelled, c)
         results[fold.name] = _metrics(labels, s, p.far, fold_probs[i, m], val_labels[m])
-    s = combined_scores(folds, "val_verification", val_trials, p, [scores[f.name] for f in folds])
+    s = combined_scores(folds, "val_verification", val_trials, p, [scores[f.name] for f in folds], whitenings)
     scores["ensemble"] = s
     weights = np.stack([masks[f.name] for f in folds]).astype(np.float32)  # folds x images
     covered = weights.sum(axis=0) > 0  # images some trained fold held out
@@ -111,16 +161,22 @@ def _metrics(labels: np.ndarray, scores: np.ndarray, far: float, probs: np.ndarr
 
 
 def test_predictions(
-    folds: list[FoldEmbeddings], test_trials: pd.DataFrame, labelled: LabelledImages, p: ScoreParams, c: ClassifyParams
+    folds: list[FoldEmbeddings],
+    test_trials: pd.DataFrame,
+    labelled: LabelledImages,
+    p: ScoreParams,
+    c: ClassifyParams,
+    whitenings: Whitenings | None = None,
 ) -> tuple[list[str], list[str], np.ndarray]:
     """(classification ids, predicted identity names, verification scores) for the test submissions."""
     check_aligned(folds)
+    whitenings = whitenings or Whitenings(folds, labelled, p)
     classes = folds[0].data["classes"]
     every = np.ones(len(folds[0].ids("test_classification")), dtype=bool)
     probs = np.mean([fold_class_probs(f, "test_classification", every, labelled, c) for f in folds], axis=0)
     labels = classes[probs.argmax(axis=1)].tolist()  # identity NAMES: the index is only ours
     ids = folds[0].ids("test_classification")
-    return ids, labels, combined_scores(folds, "test_verification", test_trials, p)
+    return ids, labels, combined_scores(folds, "test_verification", test_trials, p, whitenings=whitenings)
 
 
 def trial_table(trials: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:

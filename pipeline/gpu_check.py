@@ -206,7 +206,8 @@ def embed_rates(model, data, params, device, repeats: int) -> list[tuple[str, fl
     import torch
 
     from pipeline import metrics
-    from pipeline.bench.common import best_of, dtype_name
+    from pipeline.bench.common import best_of
+    from pipeline.device import dtype_name
     from pipeline.inference import infer
     from pipeline.scoring import trial_scores
     from pipeline.trial_files import read_trial_manifest

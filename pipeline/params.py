@@ -302,8 +302,10 @@ class TrainParams(Section):
     weight_decay: NonNegFloat = 0.05  # decoupled weight decay
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # cross-entropy target smoothing
     grad_clip: NonNegFloat = 5.0  # max gradient norm; 0 disables
-    amp: bool = True  # mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA
-    amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"  # auto: fp16 on CUDA, bf16 on CPU
+    amp: bool = True  # mixed precision where train.amp_dtype names one for the device (pipeline/device.py)
+    # auto: fp16 + GradScaler on CUDA, full precision on CPU (the same numbers on any CPU); bfloat16: bf16 autocast
+    # on either (native on CPUs with AVX-512 BF16 or AMX, emulated and many times slower on others, with a warning)
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     channels_last: bool = True  # NHWC memory format
     ema: bool = True  # keep an exponential moving average of the weights (timm ModelEmaV3)
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.998  # per-step EMA decay
@@ -406,10 +408,17 @@ class ScoreParams(Section):
     # How folds are combined: the cosine/distance of the mean L2-normalised embedding, or the mean of each fold's
     # scores z-normalised over the trials (each fold expanded and scored in its own embedding space).
     ensemble: Literal["mean_embedding", "mean_score"] = "mean_score"
+    # Within-class whitening before centring and expansion (pipeline/scoring.py; README: Real faces): each fold's
+    # embeddings times the inverse square root of the within-identity covariance of its labelled images (training
+    # and validation classification images; no trial's label), that covariance shrunk by whiten_shrinkage towards
+    # a multiple of the identity matrix (1 = no whitening), then L2-normalised again.
+    whiten: bool = False
+    whiten_shrinkage: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
 
     def scoring_args(self) -> dict:
-        """The keyword arguments of `scoring.verification_scores` these params set."""
+        """The keyword arguments of `scoring.verification_scores` these params set (all but `whitening`, a matrix
+        `pipeline.ensemble.Whitenings` fits from the embeddings when `whiten` asks for it)."""
         return {"metric": self.metric, "center": self.center, "expand": self.query_expansion, "alpha": self.qe_alpha}
 
 

@@ -13,6 +13,7 @@ DECODED = Path("data/decoded")  # uint8 image arrays written by the decode stage
 FOLDS = Path("folds/folds.csv")
 AUGMENT = Path("data/augment")
 MODELS = Path("models")
+SOURCE_BACKBONE = "backbone.pt"  # in the source stage's folder: the state dict each train@k starts from
 EMBEDDINGS = Path("embeddings")
 METRICS = Path("metrics")
 PLOTS = Path("plots")

@@ -1,4 +1,5 @@
-"""Vectorised trial scoring: trial scores from per-image embeddings, centring and alpha query expansion.
+"""Vectorised trial scoring: trial scores from per-image embeddings, within-class whitening, centring and alpha
+query expansion.
 
 What `score.*` params set. Only the ensemble stage (and the bench) import this module: the train and embed
 stages do not, so an edit here re-runs the ensemble alone, never a fold (the per-epoch validation AUC the train
@@ -133,18 +134,70 @@ def query_expansion(embeddings: np.ndarray, k: int, alpha: float, unit: bool = T
     return (out / total[:, None]).numpy()
 
 
+def within_class_whitening(
+    embeddings: np.ndarray, labels: np.ndarray, shrinkage: float, chunk: int = 65536
+) -> np.ndarray:
+    """The (d, d) matrix that makes the within-identity scatter of labelled embeddings the same in every direction
+    (within-class covariance normalisation, WCCN: Hatch, Kajarekar and Stolcke, ICSLP 2006): the inverse square
+    root of the covariance of each L2-normalised embedding less its identity's mean, shrunk towards a multiple of
+    the identity matrix (scikit-learn's `shrunk_covariance`: `shrinkage` 1 gives a multiple of the identity, i.e.
+    no whitening). The directions in which photos of one face vary (pose, light, expression) then count less than
+    those in which faces differ. Identities with a single image say nothing of that and are left out.
+
+    Written here: scikit-learn's `LinearDiscriminantAnalysis` whitens the same scatter but keeps at most
+    (identities - 1) between-class directions and fits a classifier; this keeps every dimension. The covariance is
+    summed `chunk` rows at a time, so 433,200 training embeddings never exist twice in float64.
+    """
+    from scipy import sparse
+    from sklearn.covariance import shrunk_covariance
+
+    emb = np.asarray(embeddings)
+    labels = np.asarray(labels)
+    if emb.ndim != 2 or len(emb) != len(labels):
+        raise ValueError(f"{len(labels)} labels for embeddings of shape {emb.shape}")
+    if not np.isfinite(emb).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    rows = np.flatnonzero(counts[inverse] > 1)
+    if not len(rows):
+        raise ValueError("score.whiten needs identities with at least two labelled images: every one here has one")
+    means = np.zeros((len(counts), emb.shape[1]))
+    for start in range(0, len(emb), chunk):
+        block = normalise(emb[start : start + chunk].astype(np.float64))
+        members = inverse[start : start + chunk]  # one-hot identity x image product: a sum per identity, no loop
+        means += (
+            sparse.csr_matrix((np.ones(len(members)), (members, np.arange(len(members)))), (len(counts), len(members)))
+            @ block
+        )
+    means /= counts[:, None]
+    scatter = np.zeros((emb.shape[1], emb.shape[1]))
+    for start in range(0, len(rows), chunk):
+        r = rows[start : start + chunk]
+        residual = normalise(emb[r].astype(np.float64)) - means[inverse[r]]
+        scatter += residual.T @ residual
+    cov = shrunk_covariance(scatter / len(rows), shrinkage=shrinkage)
+    values, vectors = np.linalg.eigh(cov)
+    values = np.maximum(values, values.max() * 1e-6)  # shrinkage 0 with fewer residuals than dimensions
+    return ((vectors / np.sqrt(values)) @ vectors.T).astype(np.float32)
+
+
 def prepare_embeddings(
     embeddings: np.ndarray,
     metric: Literal["cosine", "euclidean"] = "cosine",
     center: bool = False,
     expand: int = 0,
     alpha: float = 1.0,
+    whitening: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The embeddings `verification_scores` scores: with `score.center` (cosine only) less the mean embedding of
-    the images being scored, so that the direction every face shares does not count as similarity; then, with
-    `score.query_expansion` > 0, each replaced by its alpha-QE over those images (`query_expansion`). Both use the
-    images' embeddings and nothing of their labels; Euclidean distances do not change under centring."""
+    """The embeddings `verification_scores` scores: with `score.whiten`, multiplied by `whitening` (from
+    `within_class_whitening`: labelled images of other identities) and L2-normalised again; with `score.center`
+    (cosine only) less the mean embedding of the images being scored, so that the direction every face shares does
+    not count as similarity; then, with `score.query_expansion` > 0, each replaced by its alpha-QE over those images
+    (`query_expansion`). Centring and expansion use the scored images' embeddings and nothing of their labels;
+    Euclidean distances do not change under centring."""
     emb = np.asarray(embeddings, dtype=np.float32)
+    if whitening is not None:
+        emb = normalise(normalise(emb) @ whitening)
     if center and metric == "cosine" and len(emb) > 1:
         emb = emb - emb.mean(axis=0)
     if expand:
@@ -160,6 +213,9 @@ def verification_scores(
     center: bool = False,
     expand: int = 0,
     alpha: float = 1.0,
+    whitening: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Trial scores by `score.metric` of the embeddings `prepare_embeddings` makes (centring, query expansion)."""
-    return trial_scores(prepare_embeddings(embeddings, metric, center, expand, alpha), names, trials, metric=metric)
+    """Trial scores by `score.metric` of the embeddings `prepare_embeddings` makes (whitening, centring, query
+    expansion)."""
+    emb = prepare_embeddings(embeddings, metric, center, expand, alpha, whitening)
+    return trial_scores(emb, names, trials, metric=metric)

@@ -102,6 +102,25 @@ def run(
     return proc
 
 
+# Test files that read the one reproduced project of `tiny_repro` (a session fixture: one `dvc repro` per worker).
+SHARE_TINY_REPRO = {"tests/test_e2e.py", "tests/test_plots_page.py"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent under -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under pytest-xdist (`make test` runs `-n 2`): each test file on one worker, in file order, so module
+    fixtures are built once and the tests that edit a shared project run after those that read it; the files of
+    `SHARE_TINY_REPRO` on one worker together. (xdist's `--dist loadgroup` marks do not reach pytest 9's test ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::")[0]
+            return "tiny_repro" if file in SHARE_TINY_REPRO else file
+
+    return FileScheduling(config, log)
+
+
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     """A project copy with TINY_PARAMS, not yet run."""

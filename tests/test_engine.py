@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline import augment
-from pipeline.device import amp_dtype
+from pipeline.device import amp_dtype, cpu_runs_bf16
 from pipeline.engine import NonFiniteLoss, TrainData, plan_budget, train
 from pipeline.monitor import EvalSets
 from pipeline.params import Params, parse_params
@@ -108,10 +108,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
 
 
-def test_amp_dtype_choice():
+def test_amp_dtype_choice(caplog):
     cpu = torch.device("cpu")
-    assert amp_dtype(cpu, True, "auto") is torch.bfloat16
+    fast_bf16 = cpu_runs_bf16()
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        assert not fast_bf16  # AVX2 and below have no bf16 kernels (this project's AMD EPYC machines)
+    assert amp_dtype(cpu, True, "auto") is None  # auto: full precision on every CPU, native bf16 or not
+    assert amp_dtype(torch.device("cuda"), True, "auto") is torch.float16
     assert amp_dtype(cpu, False, "auto") is None
+    with caplog.at_level("WARNING", logger="pipeline.device"):
+        assert amp_dtype(cpu, True, "bfloat16") is torch.bfloat16  # asked for by name: given, with a warning if slow
+    assert ("emulates it" in caplog.text) is not fast_bf16
     with pytest.raises(ValueError, match="float16 needs CUDA"):
         amp_dtype(cpu, True, "float16")
 

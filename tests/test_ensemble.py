@@ -196,3 +196,55 @@ def test_prediction_table_lists_the_images_some_fold_held_out():
     assert table["path"].tolist() == ["v0.jpg", "v2.jpg", "v3.jpg"]
     assert table["identity"].tolist() == ["a", "a", "b"] and table["predicted"].tolist() == ["a", "b", "b"]
     assert table["confidence"].tolist() == pytest.approx([0.7, 0.8, 0.9])
+
+
+def test_whitening_is_fitted_per_fold_on_its_labelled_images_and_shared_by_both_splits():
+    from pipeline.ensemble import Whitenings, combined_scores
+    from pipeline.scoring import verification_scores, within_class_whitening
+
+    rng = np.random.default_rng(5)
+
+    def white_fold(name: str) -> FoldEmbeddings:
+        return fold(
+            name,
+            RIGHT,
+            rng.normal(size=(8, 4)).astype(np.float32),
+            train_embeddings=rng.normal(size=(2, 4)).astype(np.float32),
+            val_classification_embeddings=rng.normal(size=(4, 4)).astype(np.float32),
+            test_verification_embeddings=rng.normal(size=(8, 4)).astype(np.float32),
+            test_classification_embeddings=rng.normal(size=(1, 4)).astype(np.float32),
+            test_classification_probs=np.array([[0.9, 0.1]], dtype=np.float32),
+        )
+
+    folds = [white_fold("fold0"), white_fold("fold1")]
+    trials = pd.DataFrame({"a": ["0.jpg", "2.jpg", "4.jpg"], "b": ["1.jpg", "3.jpg", "7.jpg"], "label": [1, 0, 1]})
+    p = ScoreParams(whiten=True, whiten_shrinkage=0.2, query_expansion=2)
+    labels = np.concatenate([LAB.train_labels, LAB.val_labels])
+    whitenings = Whitenings(folds, LAB, p)
+    _, scores, _ = evaluate(folds, trials, LAB, p, HEAD, whitenings=whitenings)
+    for f in folds:
+        labelled = np.concatenate([f.embeddings("train"), f.embeddings("val_classification")])
+        white = within_class_whitening(labelled, labels, 0.2)
+        expected = verification_scores(
+            f.embeddings("val_verification"), f.names("val_verification"), trials, **p.scoring_args(), whitening=white
+        )
+        np.testing.assert_allclose(scores[f.name], expected, rtol=1e-5)
+        plain = verification_scores(
+            f.embeddings("val_verification"), f.names("val_verification"), trials, **p.scoring_args()
+        )
+        assert not np.allclose(scores[f.name], plain)  # the knob changes the scores
+    ensemble.test_predictions(folds, trials.drop(columns="label"), LAB, p, HEAD, whitenings)
+    assert sorted(whitenings.fitted) == ["fold0", "fold1"]  # fitted once each for validation and test
+    with pytest.raises(ValueError, match="needs the Whitenings"):
+        combined_scores(folds, "val_verification", trials, p)
+    # mean_embedding: one matrix from the folds' mean embeddings of the labelled images
+    pm = p.model_copy(update={"ensemble": "mean_embedding"})
+    mean_white = Whitenings(folds, LAB, pm)
+    got = combined_scores(folds, "test_verification", trials, pm, whitenings=mean_white)
+    mean = lambda split: ensemble.mean_embeddings(folds, split)  # noqa: E731
+    white = within_class_whitening(np.concatenate([mean("train"), mean("val_classification")]), labels, 0.2)
+    expected = verification_scores(
+        mean("test_verification"), folds[0].names("test_verification"), trials, **pm.scoring_args(), whitening=white
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert Whitenings(folds, LAB, ScoreParams()).of(folds[0]) is None  # off by default

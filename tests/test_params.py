@@ -50,6 +50,8 @@ def test_every_default_key_is_written_in_params_yaml():
         ({"finetune": {"lr": 0}}, "finetune.lr: Input should be greater than 0"),
         ({"score": {"query_expansion": -1}}, "score.query_expansion: Input should be greater than or equal to 0"),
         ({"score": {"qe_alpha": "high"}}, "score.qe_alpha: Input should be a valid number"),
+        ({"score": {"whiten_shrinkage": 1.5}}, "score.whiten_shrinkage: Input should be less than or equal to 1"),
+        ({"score": {"whiten": "yes please"}}, "score.whiten: Input should be a valid boolean"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):

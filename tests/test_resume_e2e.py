@@ -18,36 +18,36 @@ PARAMS = merge(TINY_PARAMS, {"train": {"epochs": 4}, "finetune": {"epochs": 3}, 
 OUTPUTS = ("submissions/classification.csv", "submissions/verification.csv", "metrics/ensemble.json")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("reference") / "project", PARAMS)
-    run(["dvc", "repro"], project)
-    return project
-
-
-@pytest.mark.parametrize("phase_checkpoint", ["models/fold0/checkpoint.pt", "models/fold0/finetune/checkpoint.pt"])
-def test_killed_training_resumes_to_the_same_result(tmp_path: Path, reference: Path, phase_checkpoint: str):
-    """Killed in phase 1 (classification) or in phase 2 (the triplet fine-tune)."""
-    project = make_project(tmp_path / "killed", PARAMS)
-    checkpoint = project / phase_checkpoint
-    proc = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=project,
-        env=git_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), "training never wrote its first checkpoint"
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: dvc and the training process, mid-epoch 2
-    proc.wait()
+def kill_after_first_checkpoint(project: Path, checkpoint: Path, log: Path) -> None:
+    """`dvc repro`, SIGKILLed with its whole process group (dvc and the training process) as soon as `checkpoint`
+    exists: in the epoch after it, before the phase ends."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["dvc", "repro"], cwd=project, env=git_env(), start_new_session=True, stdout=out, stderr=out
+        )
+        deadline = time.monotonic() + 600
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), f"training never wrote {checkpoint}:\n{log.read_text()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert not (project / "models/fold0/model.pt").exists(), "the kill came too late to interrupt training"
     assert not list(project.glob("models/fold0/**/checkpoint.pt.*")), "a half-written checkpoint was left behind"
 
+
+def test_killed_in_each_phase_resumes_to_the_same_result(tmp_path: Path):
+    """Killed in phase 1 (classification), then again in phase 2 (the triplet fine-tune) of the resumed run; the
+    last `dvc repro` finishes. A run of the same params never interrupted, in another folder, is the reference."""
+    reference = make_project(tmp_path / "reference" / "project", PARAMS)
+    run(["dvc", "repro"], reference)
+
+    project = make_project(tmp_path / "killed" / "project", PARAMS)
+    phase1, phase2 = project / "models/fold0/checkpoint.pt", project / "models/fold0/finetune/checkpoint.pt"
+    kill_after_first_checkpoint(project, phase1, tmp_path / "first.log")
+    kill_after_first_checkpoint(project, phase2, tmp_path / "second.log")
+    assert "resuming from models/fold0/checkpoint.pt after epoch" in (tmp_path / "second.log").read_text()
+
     out = run(["dvc", "repro"], project)
-    assert f"resuming from {phase_checkpoint} after epoch" in out.stderr + out.stdout
+    assert "resuming from models/fold0/finetune/checkpoint.pt after epoch" in out.stderr + out.stdout
     for rel in OUTPUTS:
         assert (project / rel).read_bytes() == (reference / rel).read_bytes(), rel

@@ -122,3 +122,65 @@ def test_query_expansion_edge_cases() -> None:
         scoring.query_expansion(np.array([[1.0, np.nan], [1.0, 0.0]]), 1, 1.0)
     with pytest.raises(ValueError, match="2-D"):
         scoring.query_expansion(np.ones(3), 1, 1.0)
+
+
+def faces(rng: np.random.Generator, identities: int, per: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of `per` photos of each of `identities` faces: identity centres in every direction, photo-to-photo
+    variation scaled per dimension by `spread` (as pose or light moves every photo along the same few directions)."""
+    labels = np.repeat(np.arange(identities), per)
+    centres = rng.normal(size=(identities, len(spread)))
+    return (centres[labels] + rng.normal(size=(len(labels), len(spread))) * spread).astype(np.float32), labels
+
+
+def test_within_class_whitening_makes_the_labelled_scatter_isotropic() -> None:
+    rng = np.random.default_rng(0)
+    emb, labels = faces(rng, 30, 20, np.array([4.0, 1.0, 1.0, 0.3, 1.0, 1.0]))
+    white = scoring.within_class_whitening(emb, labels, shrinkage=0.0)
+    x = scoring.normalise(emb.astype(np.float64))
+    means = np.stack([x[labels == c].mean(axis=0) for c in range(30)])
+    residual = (x - means[labels]) @ white
+    cov = residual.T @ residual / len(x)
+    np.testing.assert_allclose(cov, np.eye(6), atol=1e-4)  # the scatter it was fitted on becomes the identity
+    np.testing.assert_allclose(white, white.T, atol=1e-6)
+    # chunked sums give the same matrix; shrinkage 1 is a multiple of the identity (no whitening)
+    np.testing.assert_allclose(scoring.within_class_whitening(emb, labels, 0.0, chunk=7), white, rtol=1e-4)
+    flat = scoring.within_class_whitening(emb, labels, shrinkage=1.0)
+    np.testing.assert_allclose(flat / flat[0, 0], np.eye(6), atol=1e-5)
+    half = scoring.within_class_whitening(emb, labels, shrinkage=0.5)
+    ratio = lambda m: np.linalg.cond(m.astype(np.float64))  # noqa: E731
+    assert ratio(flat) < ratio(half) < ratio(white)
+
+
+def test_whitening_from_labelled_faces_separates_unseen_faces_better() -> None:
+    """Fitted on labelled identities, applied to other identities' trials: the direction photos of one face vary
+    most in stops counting as a difference between faces."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    spread = np.array([3.0, 3.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    train, train_labels = faces(rng, 40, 10, spread)
+    test, test_labels = faces(rng, 40, 4, spread)
+    names = [f"{i}.jpg" for i in range(len(test))]
+    a, b = np.triu_indices(len(test), 1)
+    trials = pd.DataFrame({"a": np.array(names)[a], "b": np.array(names)[b]})
+    same = test_labels[a] == test_labels[b]
+    white = scoring.within_class_whitening(train, train_labels, shrinkage=0.1)
+    plain = roc_auc_score(same, scoring.verification_scores(test, names, trials, "euclidean"))
+    whitened = roc_auc_score(same, scoring.verification_scores(test, names, trials, "euclidean", whitening=white))
+    assert whitened > plain + 0.05, (plain, whitened)
+
+
+def test_within_class_whitening_errors() -> None:
+    emb = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="at least two labelled images"):
+        scoring.within_class_whitening(emb, np.array([0, 1, 2]), 0.3)
+    with pytest.raises(ValueError, match="2 labels for embeddings of shape"):
+        scoring.within_class_whitening(emb, np.array([0, 0]), 0.3)
+    with pytest.raises(ValueError, match="NaN"):
+        scoring.within_class_whitening(np.array([[np.nan, 1.0], [0.0, 1.0]]), np.array([0, 0]), 0.3)
+    # identities with one image are left out rather than counted as photos without variation
+    rng = np.random.default_rng(1)
+    emb, labels = faces(rng, 10, 5, np.ones(4))
+    singles = rng.normal(size=(6, 4)).astype(np.float32)
+    with_singles = scoring.within_class_whitening(np.concatenate([emb, singles]), np.r_[labels, 100 + np.arange(6)], 0)
+    np.testing.assert_allclose(with_singles, scoring.within_class_whitening(emb, labels, 0), rtol=1e-5)

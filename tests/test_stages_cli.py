@@ -135,3 +135,36 @@ def test_a_training_interrupt_keeps_its_own_line(caplog: pytest.LogCaptureFixtur
     assert [r.getMessage() for r in caplog.records] == [
         "interrupted in epoch 3/27: models/fold0/checkpoint.pt holds the 2 finished epochs"
     ]
+
+
+# Loads the params as a stage that builds no model does, then reports whether torch came with them.
+PARAMS_PROBE = """
+import json, sys
+from pipeline.params import load_params
+load_params({path!r}, check_model={check!r})
+print(json.dumps([m for m in ("torch", "timm") if m in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(("check", "loaded"), [(False, []), (True, ["torch", "timm"])])
+def test_only_the_model_name_check_loads_torch(check, loaded):
+    """The stages that build no model skip looking `model.name` up in timm (seconds of imports each)."""
+    code = PARAMS_PROBE.format(path=str(ROOT / "params.yaml"), check=check)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == loaded
+
+
+def test_the_source_stage_switched_off_loads_no_torch(tmp_path: Path):
+    """The default (`source.identities: 0`) is a stage of every `dvc repro`: it writes its note without torch."""
+    probe = (
+        "import json, sys, runpy\n"
+        f"sys.argv = ['pipeline.stages.source', '--out', {str(tmp_path / 'source')!r}]\n"
+        "try:\n    runpy.run_module('pipeline.stages.source', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
+        "print('PROBE ' + json.dumps([m for m in ('torch', 'timm') if m in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.rpartition("PROBE ")[2]) == []
+    assert json.loads((tmp_path / "source" / "source.json").read_text())["identities"] == 0

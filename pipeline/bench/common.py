@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.bench.dataset import BenchData
-from pipeline.device import amp_dtype
+from pipeline.device import amp_dtype, dtype_name
 from pipeline.engine import TrainStep
 from pipeline.face_model import FaceModel
 from pipeline.models import resolve_pool_grid
@@ -146,10 +146,6 @@ def model_step_rate(
     ctx.shared[key] = rate
     log.info("model-only training step (%s): %.0f images/s (best so far %.0f)", dtype_name(dtype), max(rates), rate)
     return rate
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def with_overrides(params: Params, overrides: dict) -> Params:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from pipeline import metrics
-from pipeline.bench.common import Context, best_of, dtype_name, make_model, maybe_compile
+from pipeline.bench.common import Context, best_of, make_model, maybe_compile
 from pipeline.bench.report import Row
+from pipeline.device import dtype_name
 from pipeline.face_model import FaceModel
 from pipeline.inference import infer
 from pipeline.models import l2_normalise

@@ -18,9 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline import augment, engine, images
-from pipeline.bench.common import Context, dtype_name, model_step_rate
+from pipeline.bench.common import Context, model_step_rate
 from pipeline.bench.report import Row
 from pipeline.dataset import FaceDataset, sample_seed
+from pipeline.device import dtype_name
 
 log = logging.getLogger(__name__)
 

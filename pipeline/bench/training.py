@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import augment
-from pipeline.bench.common import Context, dtype_name, make_model, model_step_rate, sync, with_overrides
+from pipeline.bench.common import Context, make_model, model_step_rate, sync, with_overrides
 from pipeline.bench.report import Row
+from pipeline.device import dtype_name
 from pipeline.engine import TrainData, train
 from pipeline.monitor import EvalSets
 from pipeline.params import AugmentParams

@@ -47,6 +47,19 @@ class NoopRow:
 
 
 @dataclass
+class Validation:
+    """`python -m pipeline validate FILE` of one submission, as a user checks it before uploading."""
+
+    file: str
+    ok: bool  # exit status 0
+    said: str  # the command's last line (or the exit status when it printed nothing)
+    seconds: float
+
+    def line(self) -> str:
+        return f"{self.file}: {'ok' if self.ok else 'FAILED'}: {self.said} ({self.seconds:.1f} s)"
+
+
+@dataclass
 class ScaleReport:
     title: str  # what was rendered and how long it trained, in words
     workdir: str
@@ -58,7 +71,7 @@ class ScaleReport:
     disk: dict[str, int] = field(default_factory=dict)  # raw, decoded, dvc_cache, workdir (bytes on disk)
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics/ensemble.json's validation figures, per fold too
     summary: list[str] = field(default_factory=list)  # `python -m pipeline summary`'s figure lines
-    validated: list[str] = field(default_factory=list)  # `python -m pipeline validate` of each submission
+    validated: list[Validation] = field(default_factory=list)  # each submission
     wall_s: float = 0.0  # the whole run: stages, no-op repro and measurements
 
     def to_json(self) -> dict[str, Any]:
@@ -68,7 +81,7 @@ class ScaleReport:
         return out
 
     def met(self) -> bool:
-        valid = all(line.split(": ")[1:2] == ["ok"] for line in self.validated)  # "FILE: ok: ..." (run.py)
+        valid = all(v.ok for v in self.validated)
         return all(r.met() for r in self.stages) and self.noop is not None and self.noop.met() and valid
 
 
@@ -157,7 +170,7 @@ def markdown(report: ScaleReport) -> str:
             f"EER {m['val_eer']:.4f}. Training ran {m.get('training', 'n/a')}."
         )
     lines += [f"`python -m pipeline summary`: {line}" for line in report.summary]
-    lines += [f"`python -m pipeline validate` {line}" for line in report.validated]
+    lines += [f"`python -m pipeline validate` {v.line()}" for v in report.validated]
     lines.append(f"Whole run: {duration(report.wall_s)}; every target met: {_yes(report.met())}.")
     return "\n".join(lines) + "\n"
 

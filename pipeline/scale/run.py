@@ -128,19 +128,17 @@ def summary_figures(path: Path, env: dict[str, str]) -> list[str]:
 SUBMISSIONS = ("submissions/classification.csv", "submissions/verification.csv")
 
 
-def validate_submissions(path: Path, env: dict[str, str]) -> list[str]:
-    """`python -m pipeline validate` of each submission, as a user checks one before uploading it: one line each,
-    `FILE: ok (its own last line, time)` or `FILE: FAILED (...)`."""
-    lines = []
+def validate_submissions(path: Path, env: dict[str, str]) -> list[rep.Validation]:
+    """`python -m pipeline validate` of each submission, as a user checks one before uploading it."""
+    checks = []
     for name in SUBMISSIONS:
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "pipeline", "validate", name], cwd=path, env=env, capture_output=True, text=True
         )
-        said = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
-        verdict = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
-        lines.append(f"{name}: {verdict}: {said[0]} ({time.perf_counter() - start:.1f} s)")
-    return lines
+        said = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [f"exit {done.returncode}"]
+        checks.append(rep.Validation(name, done.returncode == 0, said[0], time.perf_counter() - start))
+    return checks
 
 
 def machine(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import augment
     from pipeline.data import load_array
 
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # builds no model
     transform = augment.build(p.augment)
     augment.save(transform, args.out)
     augment.preview_grid(

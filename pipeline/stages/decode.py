@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.data import SPLITS, decode_manifest, read_manifest
     from pipeline.io import check_free_space
 
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # builds no model
     manifests = {split: read_manifest(args.index, split) for split in SPLITS}
     size = p.data.image_size
     check_free_space(args.out, sum(len(m) for m in manifests.values()) * size * size * 3, "the decoded-image cache")

@@ -28,14 +28,21 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import metrics, paths, plots
     from pipeline.data import load_array, read_manifest
     from pipeline.embeddings import FoldEmbeddings
-    from pipeline.ensemble import evaluate, pixel_baseline_auc, prediction_table, test_predictions, trial_table
+    from pipeline.ensemble import (
+        Whitenings,
+        evaluate,
+        pixel_baseline_auc,
+        prediction_table,
+        test_predictions,
+        trial_table,
+    )
     from pipeline.folds import load_labelled
     from pipeline.io import atomic_path, write_json
     from pipeline.submission import write_classification, write_verification
     from pipeline.summary import summary_lines
     from pipeline.trial_files import read_trial_manifest
 
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # builds no model
     folds = [FoldEmbeddings.load(args.embeddings / f"fold{k}.npz") for k in p.folds.train]
     labelled = load_labelled(args.index, args.folds, p.folds.holdout)
     classes = labelled.classes
@@ -45,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     unseen = None
     if p.folds.holdout == "validation":  # each fold trained on the validation images outside its own fold
         unseen = {f.name: labelled.fold_ids == k for f, k in zip(folds, p.folds.train, strict=True)}
-    results, scores, val_probs = evaluate(folds, val_trials, labelled, p.score, p.classify, unseen)
+    whitenings = Whitenings(folds, labelled, p.score)  # fitted once for both splits (score.whiten)
+    results, scores, val_probs = evaluate(folds, val_trials, labelled, p.score, p.classify, unseen, whitenings)
     ver_names = read_manifest(args.index, "val_verification")["name"].tolist()
     baseline = pixel_baseline_auc(load_array(args.decoded / "val_verification.npy"), ver_names, val_trials)
     fold_aucs = [results[f.name]["val_auc"] for f in folds]
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     plots.roc_and_histogram(curves, labels, scores["ensemble"], title, args.plot)
 
     test_trials = read_trial_manifest(args.index, "test_trials")
-    ids, predicted, test_scores = test_predictions(folds, test_trials, labelled, p.score, p.classify)
+    ids, predicted, test_scores = test_predictions(folds, test_trials, labelled, p.score, p.classify, whitenings)
     write_classification(
         args.submissions / "classification.csv",
         ids,

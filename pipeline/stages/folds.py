@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.folds import assign_folds
     from pipeline.io import atomic_path
 
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # builds no model
     if p.folds.holdout == "train":
         folds = assign_folds(read_manifest(args.index, "train"), p.folds.k, p.seed)
     else:

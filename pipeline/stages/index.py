@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline.index import build_index
 
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # builds no model
     summary = build_index(args.root, args.out, p.layout, p.data, p.submission)
     log.info("indexed: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
 

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.paths import SOURCE_BACKBONE as BACKBONE
 from pipeline.stages.common import log, params_from, parser, run, stage
 
-BACKBONE = "backbone.pt"  # the backbone's state dict, what the train stage loads (--source)
 SUMMARY = "source.json"
 
 
@@ -20,18 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="source model folder (backbone.pt, source.json)")
     args = ap.parse_args(argv)
 
-    import numpy as np
-    import torch
+    from pipeline.io import write_json
+    from pipeline.params import check_model_name
 
-    from pipeline import augment
-    from pipeline.engine import TrainData, train
-    from pipeline.fingerprint import fingerprint
-    from pipeline.io import atomic_path, write_json
-    from pipeline.monitor import EvalSets
-    from pipeline.params import AugmentParams
-    from pipeline.source_model import render_source_set, source_params
-
-    p = params_from(args)
+    p = params_from(args, check_model=False)  # off, the stage builds no model: its check waits for the on path
     s = p.source
     args.out.mkdir(parents=True, exist_ok=True)
     if not s.identities:
@@ -40,6 +32,18 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.out / SUMMARY, {"identities": 0, "note": "no source model: the fold models start fresh"})
         log.info("source.identities is 0: no source model")
         return
+    check_model_name(p.model.name)
+
+    import numpy as np
+    import torch
+
+    from pipeline import augment
+    from pipeline.engine import TrainData, train
+    from pipeline.fingerprint import fingerprint
+    from pipeline.io import atomic_path
+    from pipeline.monitor import EvalSets
+    from pipeline.params import AugmentParams
+    from pipeline.source_model import render_source_set, source_params
 
     sp = source_params(p)
     started = time.monotonic()

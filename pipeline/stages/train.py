@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.fingerprint import fingerprint
+from pipeline.paths import SOURCE_BACKBONE
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.params import finetune_params
 
     p = params_from(args)
-    source = args.source / "backbone.pt" if args.source else None
+    source = args.source / SOURCE_BACKBONE if args.source else None
     if source is not None and source.exists():  # stage `source` wrote it (source.identities > 0)
         p = p.model_copy(update={"model": p.model.model_copy(update={"pretrained_path": str(source)})})
     if distributed.relaunch(p.train, "pipeline.stages.train", sys.argv[1:] if argv is None else argv):

@@ -159,9 +159,10 @@ def test_markdown_has_a_row_per_stage_and_the_noop_row():
 def test_a_submission_that_fails_validation_misses_the_targets():
     report = rep.ScaleReport("t", "/w", "c", {}, {}, [_row("download", 200)])
     report.noop = rep.NoopRow(12.0, [], 60 * MIB)
-    report.validated = ["submissions/classification.csv: ok: OK (4600 rows) (0.4 s)"]
+    report.validated = [rep.Validation("submissions/classification.csv", True, "OK (4600 rows)", 0.4)]
     assert report.met()
-    report.validated.append("submissions/verification.csv: FAILED (exit 1): line 7: score 'nan': ok? no (0.2 s)")
+    # a file whose checker's words happen to say "ok" still fails on its exit status
+    report.validated.append(rep.Validation("submissions/verification.csv", False, "line 7: score 'nan': ok? no", 0.2))
     assert not report.met()
     assert "`python -m pipeline validate` submissions/verification.csv: FAILED" in rep.markdown(report)
     assert "every target met: **no**" in rep.markdown(report)
@@ -253,8 +254,8 @@ def test_tiny_run_measures_every_stage_then_resumes_with_the_same_figures(tmp_pa
     assert 0 <= report["metrics"]["val_auc"] <= 1 and 0 <= report["metrics"]["val_accuracy"] <= 1
     assert list(report["metrics"]["fold_auc"]) == ["fold0"]
     # each submission passed the real `python -m pipeline validate`, as a user checks one before uploading
-    assert [line.split(":")[0] for line in report["validated"]] == list(SUBMISSIONS)
-    assert all(": ok: " in line for line in report["validated"]), report["validated"]
+    assert [v["file"] for v in report["validated"]] == list(SUBMISSIONS)
+    assert all(v["ok"] and v["said"].startswith("OK") for v in report["validated"]), report["validated"]
     table = (copy / "scale" / "report.md").read_text()
     assert all(f"| `{s}` |" in table for s in stages) and "| second `dvc repro`, nothing changed |" in table
     assert table in out  # printed as written

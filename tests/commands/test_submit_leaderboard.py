@@ -278,14 +278,16 @@ def test_history_widens_columns_and_survives_concurrent_submits(tmp_path: Path) 
 @pytest.mark.slow
 def test_download_repro_submit_leaderboard(tmp_path: Path) -> None:
     """The whole loop on tiny params: Kaggle download -> dvc repro -> submit both -> leaderboard == pipeline score."""
-    from tests.conftest import TINY_PARAMS, git_env, make_project
+    from tests.conftest import TINY_PARAMS, git_env, make_project, merge
 
     comp, solution = tmp_path / "kaggle" / "competition", tmp_path / "kaggle" / "solution"
     from pipeline.params import LayoutParams
     from pipeline.sources.synthetic import render_competition
 
     render_competition(comp, solution, SyntheticParams(**TINY_PARAMS["synthetic"]), LayoutParams(), seed=3)
-    project = make_project(tmp_path / "project", {**TINY_PARAMS, "data": {"source": "kaggle"}})
+    # one short fold: the loop through Kaggle is under test, not what the model learns
+    short = {"folds": {"train": [0]}, "train": {"epochs": 2}, "finetune": {"epochs": 0}, "data": {"source": "kaggle"}}
+    project = make_project(tmp_path / "project", merge(TINY_PARAMS, short))
     with FakeKaggle(comp, solution, top_folder="11-785hw2p2-s20", public_fraction=1.0) as srv:
         env = {**git_env(), **env_for(tmp_path, srv)}
         env["PATH"] = git_env()["PATH"]
