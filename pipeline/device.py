@@ -24,8 +24,8 @@ def resolve_device(name: str) -> torch.device:
 def cpu_runs_bf16() -> bool:
     """Whether this CPU has bf16 kernels (oneDNN's own test: AVX-512 or AMX). Without them torch emulates bf16 and
     autocast is far slower than fp32: on an AVX2-only AMD EPYC a training step of the default network took 15x as
-    long at 64 px (1.16 s fp32 against 17.9 s bf16, batch 128), where a Xeon with AVX-512 BF16 ran bf16 about 2x
-    faster than fp32."""
+    long at 64 px (1.16 s fp32 against 17.9 s bf16, batch 128), where bf16 embedding extraction ran 2.0x fp32 on an
+    earlier machine with AVX-512 BF16 (docs/BENCH.md, row 12)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # the op moved: fall back on the vector width torch dispatches to
