@@ -22,6 +22,7 @@ COMMANDS = {
     "experiments": "which params won: one row per DVC experiment, the params that differ, the ensemble metrics",
     "bench": "time the pipeline against the naive way and the machine's bounds (= python -m pipeline.bench)",
     "scale": "the whole dvc repro at the real competition's size in a working copy: time, memory, disk per stage",
+    "study": "a params change on a real face set over several seeds (imagefolder runs in working copies): mean, spread",
     "recipe": "switch params.yaml to a recipe in one command (recipes/NAME.yaml, e.g. competition: the real size)",
 }
 # Commands whose arguments all go to another module's `main(argv)`, untouched (its own --help included).
@@ -39,6 +40,8 @@ examples:
   python -m pipeline bench --small
   python -m pipeline scale --tiny                              # the competition-size run, rehearsed in a minute
   python -m pipeline recipe competition --dry-run              # what the GPU recipe changes in params.yaml
+  python -m pipeline study --name base --data ../shared/data/lfw158/images --seeds 0 1 2
+                                                               # real faces: 3 seeds, mean +- sd (--summary)
 
 the pipeline itself: `dvc repro` (or `make repro`); `dvc exp run -S key=value` for an experiment.
 

@@ -106,17 +106,34 @@ def run(
 SHARE_TINY_REPRO = {"tests/test_e2e.py", "tests/test_plots_page.py"}
 
 
+def _scope(nodeid: str) -> str:
+    """The unit of work a test belongs to under xdist: its file, or "tiny_repro" for the files sharing that project."""
+    file = nodeid.split("::")[0]
+    return "tiny_repro" if file in SHARE_TINY_REPRO else file
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Units holding a slow test first, each unit's tests in their own order: under xdist the units are handed out
+    in this order, so the minute-long end-to-end files start early while the other worker works through the quick
+    ones, instead of one of them running alone at the end (xdist's own order puts the units with most tests first,
+    which is where the parametrised unit tests are)."""
+    slow = {_scope(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _scope(item.nodeid) not in slow)  # stable: the order inside a unit is kept
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Under pytest-xdist (`make test` runs `-n 2`): each test file on one worker, in file order, so module
-    fixtures are built once and the tests that edit a shared project run after those that read it; the files of
-    `SHARE_TINY_REPRO` on one worker together. (xdist's `--dist loadgroup` marks do not reach pytest 9's test ids.)"""
+    """Under pytest-xdist (`make test` runs `-n 2`): each test file on one worker, in collection order
+    (`pytest_collection_modifyitems`), so module fixtures are built once and the tests that edit a shared project
+    run after those that read it; the files of `SHARE_TINY_REPRO` on one worker together. (xdist's `--dist
+    loadgroup` marks do not reach pytest 9's test ids.)"""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the collection's order of units
 
     class FileScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            file = nodeid.split("::")[0]
-            return "tiny_repro" if file in SHARE_TINY_REPRO else file
+            return _scope(nodeid)
 
     return FileScheduling(config, log)
 
