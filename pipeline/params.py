@@ -412,7 +412,7 @@ class ScoreParams(Section):
     # embeddings times the inverse square root of the within-identity covariance of its labelled images (training
     # and validation classification images; no trial's label), that covariance shrunk by whiten_shrinkage towards
     # a multiple of the identity matrix (1 = no whitening), then L2-normalised again.
-    whiten: bool = False
+    whiten: bool = True
     whiten_shrinkage: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3  # false-accept rate for TAR@FAR
 

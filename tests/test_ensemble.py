@@ -43,13 +43,15 @@ EMB /= np.linalg.norm(EMB, axis=1, keepdims=True)
 LABELS = np.array([0, 1, 0, 1])
 LAB = labelled_images(LABELS)
 HEAD = ClassifyParams(method="head", balance=False)
+# These fakes hold no training-image embeddings to fit a whitening on; the tests below whiten by name where they mean to.
+PLAIN = ScoreParams(whiten=False)
 RIGHT = np.eye(2, dtype=np.float32)[LABELS] * 0.8 + 0.1  # every image classified correctly
 WRONG = 1.0 - RIGHT
 
 
 def test_without_masks_every_fold_is_scored_on_every_validation_image():
     results, scores, _ = evaluate(
-        [fold("fold0", RIGHT, EMB), fold("fold1", WRONG, EMB)], TRIALS, LAB, ScoreParams(), HEAD
+        [fold("fold0", RIGHT, EMB), fold("fold1", WRONG, EMB)], TRIALS, LAB, PLAIN, HEAD
     )
     assert results["fold0"]["val_accuracy"] == 1.0 and results["fold1"]["val_accuracy"] == 0.0
     assert results["ensemble"]["val_auc"] == 1.0 and set(scores) == {"fold0", "fold1", "ensemble"}
@@ -61,23 +63,23 @@ def test_out_of_fold_accuracy_uses_only_the_images_a_fold_did_not_train_on():
     p1 = np.where(np.array([0, 0, 1, 1])[:, None] == 1, WRONG, RIGHT)
     unseen = {"fold0": np.array([True, True, False, False]), "fold1": np.array([False, False, True, True])}
     folds = [fold("fold0", p0, EMB), fold("fold1", p1, EMB)]
-    results, _, _ = evaluate(folds, TRIALS, LAB, ScoreParams(), HEAD, unseen)
+    results, _, _ = evaluate(folds, TRIALS, LAB, PLAIN, HEAD, unseen)
     assert results["fold0"]["val_accuracy"] == 0.0 and results["fold1"]["val_accuracy"] == 0.0
     # the plain mean of both folds' probabilities would be a tie everywhere; out of fold it is all wrong
     assert results["ensemble"]["val_accuracy"] == 0.0
 
     unseen = {"fold0": np.array([False, False, True, True]), "fold1": np.array([True, True, False, False])}
-    results, _, _ = evaluate(folds, TRIALS, LAB, ScoreParams(), HEAD, unseen)
+    results, _, _ = evaluate(folds, TRIALS, LAB, PLAIN, HEAD, unseen)
     assert results["ensemble"]["val_accuracy"] == 1.0
 
 
 def test_images_no_trained_fold_held_out_are_left_out_of_the_ensemble_accuracy():
     unseen = {"fold0": np.array([True, False, False, False])}  # folds.train: [0]; the others were trained on
-    results, _, _ = evaluate([fold("fold0", RIGHT, EMB)], TRIALS, LAB, ScoreParams(), HEAD, unseen)
+    results, _, _ = evaluate([fold("fold0", RIGHT, EMB)], TRIALS, LAB, PLAIN, HEAD, unseen)
     assert results["ensemble"]["val_accuracy"] == pytest.approx(1.0)
     wrong_elsewhere = RIGHT.copy()
     wrong_elsewhere[1:] = WRONG[1:]
-    results, _, _ = evaluate([fold("fold0", wrong_elsewhere, EMB)], TRIALS, LAB, ScoreParams(), HEAD, unseen)
+    results, _, _ = evaluate([fold("fold0", wrong_elsewhere, EMB)], TRIALS, LAB, PLAIN, HEAD, unseen)
     assert results["ensemble"]["val_accuracy"] == 1.0
 
 
@@ -109,7 +111,7 @@ def test_evaluate_reuses_the_fold_scores_for_the_mean_score_ensemble():
     emb = [rng.normal(size=(8, 4)).astype(np.float32) for _ in range(2)]
     trials = pd.DataFrame({"a": ["0.jpg", "2.jpg", "4.jpg"], "b": ["1.jpg", "3.jpg", "7.jpg"], "label": [1, 0, 1]})
     folds = [fold(f"fold{k}", np.tile(RIGHT[:1], (4, 1)), e) for k, e in enumerate(emb)]
-    p = ScoreParams(query_expansion=2, ensemble="mean_score")
+    p = ScoreParams(query_expansion=2, ensemble="mean_score", whiten=False)
     _, scores, _ = evaluate(folds, trials, LAB, p, HEAD)
     np.testing.assert_allclose(scores["ensemble"], combined_scores(folds, "val_verification", trials, p), rtol=1e-6)
     assert not np.allclose(
@@ -146,14 +148,14 @@ def test_prototypes_classify_by_the_nearest_class_mean_of_the_other_labelled_ima
     unseen = {"fold0": LAB.fold_ids == 0, "fold1": LAB.fold_ids == 1}
     folds = [prototype_fold("fold0"), prototype_fold("fold1")]
     results, _, probs = evaluate(
-        folds, TRIALS, LAB, ScoreParams(), ClassifyParams(method="prototype", balance=False), unseen
+        folds, TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False), unseen
     )
     # Image 0 is nearer b. Were it in a's prototype (its own label), it would pull a towards itself and be "right":
     # the prototypes of fold 0 hold the training images and fold 1's validation images only.
     assert probs.argmax(axis=1).tolist() == [1, 1, 0, 1]
     assert results["fold0"]["val_accuracy"] == 0.5 and results["fold1"]["val_accuracy"] == 1.0
     assert results["ensemble"]["val_accuracy"] == 0.75
-    head, _, _ = evaluate(folds, TRIALS, LAB, ScoreParams(), HEAD, unseen)
+    head, _, _ = evaluate(folds, TRIALS, LAB, PLAIN, HEAD, unseen)
     assert head["ensemble"]["val_accuracy"] == 0.0
 
 
@@ -162,16 +164,16 @@ def test_mixed_weighs_the_prototype_and_the_head():
     unseen = {"fold0": np.ones(4, dtype=bool)}
     mostly_head = ClassifyParams(method="mixed", prototype_weight=0.2, temperature=0.01, balance=False)
     mostly_proto = ClassifyParams(method="mixed", prototype_weight=0.8, temperature=0.01, balance=False)
-    assert evaluate(folds, TRIALS, LAB, ScoreParams(), mostly_head, unseen)[0]["ensemble"]["val_accuracy"] == 0.0
-    assert evaluate(folds, TRIALS, LAB, ScoreParams(), mostly_proto, unseen)[0]["ensemble"]["val_accuracy"] == 0.75
+    assert evaluate(folds, TRIALS, LAB, PLAIN, mostly_head, unseen)[0]["ensemble"]["val_accuracy"] == 0.0
+    assert evaluate(folds, TRIALS, LAB, PLAIN, mostly_proto, unseen)[0]["ensemble"]["val_accuracy"] == 0.75
 
 
 def test_test_predictions_use_every_labelled_image_as_prototypes():
     folds = [prototype_fold("fold0"), prototype_fold("fold1")]
     test_trials = TRIALS.drop(columns="label")
-    _, head, _ = ensemble.test_predictions(folds, test_trials, LAB, ScoreParams(), HEAD)
+    _, head, _ = ensemble.test_predictions(folds, test_trials, LAB, PLAIN, HEAD)
     _, proto, _ = ensemble.test_predictions(
-        folds, test_trials, LAB, ScoreParams(), ClassifyParams(method="prototype", balance=False)
+        folds, test_trials, LAB, PLAIN, ClassifyParams(method="prototype", balance=False)
     )
     assert head == ["a"] and proto == ["b"]
 
@@ -179,7 +181,7 @@ def test_test_predictions_use_every_labelled_image_as_prototypes():
 def test_a_prototype_method_on_embeddings_without_classification_embeddings_asks_for_embed():
     with pytest.raises(ValueError, match="re-run its embed stage"):
         evaluate(
-            [fold("fold0", RIGHT, EMB)], TRIALS, LAB, ScoreParams(), ClassifyParams(method="prototype", balance=False)
+            [fold("fold0", RIGHT, EMB)], TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False)
         )
 
 
@@ -247,4 +249,5 @@ def test_whitening_is_fitted_per_fold_on_its_labelled_images_and_shared_by_both_
         mean("test_verification"), folds[0].names("test_verification"), trials, **pm.scoring_args(), whitening=white
     )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert Whitenings(folds, LAB, ScoreParams()).of(folds[0]) is None  # off by default
+    assert Whitenings(folds, LAB, PLAIN).of(folds[0]) is None  # score.whiten: false turns it off
+    assert ScoreParams().whiten  # on by default (README: Real faces, 3 seeds x 2 sets)

@@ -172,6 +172,7 @@ def check_keys(project: Path, keys: dict[str, Any]) -> None:
 
 def run_seed(args: argparse.Namespace, project: Path, keys: dict[str, Any], seed: int) -> None:
     """One `dvc repro` in the seed's working copy, then each --rescore variant on its models; a row each."""
+    from pipeline.params import PARAMS_FILE
     from pipeline.scale.workdir import prepare
 
     work = prepare(
@@ -186,12 +187,19 @@ def run_seed(args: argparse.Namespace, project: Path, keys: dict[str, Any], seed
     row = {**common, "variant": "-", **score(work.path), "repro_s": round(seconds), "keys": shown(run_keys)}
     append(args.results, row)
     log.info("%s", {k: row[k] for k in METRICS})
-    for key, value in args.rescore:
-        variant_keys = {**run_keys, key: value}
-        seconds = repro(work.path, variant_keys)
-        row = {**common, "variant": f"{key}={value}", **score(work.path), "repro_s": round(seconds)}
-        append(args.results, {**row, "keys": shown(variant_keys)})
-        log.info("%s=%s: %s", key, value, {k: row[k] for k in METRICS})
+    params_file = work.path / PARAMS_FILE
+    main_params = params_file.read_text(encoding="utf-8")
+    try:
+        for key, value in args.rescore:
+            # each variant alone: the main run's params first, so no earlier variant's key carries over
+            params_file.write_text(main_params, encoding="utf-8")
+            variant_keys = {**run_keys, key: value}
+            seconds = repro(work.path, variant_keys)
+            row = {**common, "variant": f"{key}={value}", **score(work.path), "repro_s": round(seconds)}
+            append(args.results, {**row, "keys": shown(variant_keys)})
+            log.info("%s=%s: %s", key, value, {k: row[k] for k in METRICS})
+    finally:
+        params_file.write_text(main_params, encoding="utf-8")  # the copy's params say what its models are
 
 
 def main(args: argparse.Namespace) -> int:

@@ -99,19 +99,24 @@ def test_one_seed_on_real_faces_with_a_rescored_variant(tmp_path: Path):
     results = tmp_path / "study.csv"
     args = ["python", "-m", "pipeline", "study", "--name", "tiny", "--data", str(orl), "--split-seed", "3"]
     args += ["--seeds", "5", "--results", str(results), "--workdir", str(tmp_path / "work")]
-    args += [a for key in tiny for a in ("-S", key)] + ["--rescore", "score.whiten=true"]
+    args += [a for key in tiny for a in ("-S", key)]
+    args += ["--rescore", "score.whiten=false", "--rescore", "classify.method=head"]
     run(args, project)
     with results.open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["-", "score.whiten=True"]
+    assert [r["variant"] for r in rows] == ["-", "score.whiten=False", "classify.method=head"]
     for r in rows:
         assert r["seed"] == "5" and r["split_seed"] == "3"
         for key in ("val_auc", "test_auc", "val_accuracy", "test_accuracy"):
             assert 0.0 <= float(r[key]) <= 1.0, (key, r[key])
     keys = json.loads(rows[1]["keys"])
-    assert keys["data.source"] == "imagefolder" and keys["seed"] == 5 and keys["score.whiten"] is True
+    assert keys["data.source"] == "imagefolder" and keys["seed"] == 5 and keys["score.whiten"] is False
     assert "data.path" not in keys and (project / rows[0]["data"]).resolve() == orl.resolve()  # no absolute path
+    assert "score.whiten" not in json.loads(rows[0]["keys"]) and "score.whiten" not in json.loads(rows[2]["keys"])
+    # each variant alone: the classification variant scores the trials as the main run does (whitened), not as
+    # the variant before it left them
+    assert rows[2]["val_auc"] == rows[0]["val_auc"] and rows[2]["test_auc"] == rows[0]["test_auc"]
     work = tmp_path / "work" / "tiny-3-5"
     assert (work / "submissions/verification.csv").is_file() and (work / "data/solution").is_dir()
-    assert "score.whiten" not in json.loads(rows[0]["keys"])
-    assert yaml.safe_load((work / "params.yaml").read_text())["score"]["whiten"] is True  # the variant ran there
+    params = yaml.safe_load((work / "params.yaml").read_text())  # left as the main run's
+    assert params["score"]["whiten"] is True and params["classify"]["method"] == "prototype"
