@@ -10,6 +10,7 @@ are scored on the same models right after, so a scoring change costs seconds, no
     python -m pipeline study --name stem4 --data ../shared/data/lfw158/images --split-seed 11785 \
         --seeds 0 1 2 -S model.stem_stride=4 --rescore score.whiten=true
     python -m pipeline study --summary        # mean +- standard deviation per study, set and variant
+    python -m pipeline study --summary --versus default:score.whiten=True   # and paired with those runs
 
 A working copy left by an interrupted run is reused: `dvc repro` skips finished stages and training resumes.
 """
@@ -78,6 +79,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="CSV the rows go to (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, help="where the working copies go (default: ../<project>-study)")
     parser.add_argument("--summary", action="store_true", help="print mean +- sd of --results and stop")
+    parser.add_argument(
+        "--versus",
+        type=versus_rows,
+        metavar="NAME[:VARIANT]",
+        help="with --summary: pair every other study's main runs with these rows of the same set, split and seed",
+    )
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -134,13 +141,31 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):+.4f} +- {sd:.4f}" if values else "-"
 
 
-def summarise(results: Path) -> list[str]:
+def versus_rows(text: str) -> tuple[str, str]:
+    """`NAME` or `NAME:VARIANT` (e.g. `default:score.whiten=True`): the rows other studies are paired with."""
+    name, _, variant = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"{text!r} names no study")
+    return name, variant or "-"
+
+
+def _paired(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> str:
+    return ", ".join(f"{m} {_mean_sd([float(r[m]) - float(b[m]) for r, b in pairs])}" for m in METRICS)
+
+
+def summarise(results: Path, versus: tuple[str, str] | None = None) -> list[str]:
     """One line per (name, variant, set, split): mean +- sample standard deviation of each figure over its seeds; for
     a --rescore variant, also its paired difference from the same models' main run (the spread of the difference is
-    what says whether a scoring change helps: the seeds' own spread is mostly the models')."""
+    what says whether a scoring change helps: the seeds' own spread is mostly the models').
+
+    `versus` (study, variant): every other study's main runs are also paired with that study's rows of the same set,
+    split and seed (a training change against the defaults: same people, same seed, another recipe)."""
     with results.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     base = {(r["name"], r["data"], r["split_seed"], r["seed"]): r for r in rows if r["variant"] == "-"}
+    other = {}
+    if versus is not None:
+        other = {(r["data"], r["split_seed"], r["seed"]): r for r in rows if (r["name"], r["variant"]) == versus}
     groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["name"], row["variant"], row["data"], row["split_seed"]), []).append(row)
@@ -152,8 +177,13 @@ def summarise(results: Path) -> list[str]:
         paired = [(r, base.get((name, data, split, r["seed"]))) for r in members] if variant != "-" else []
         paired = [(r, b) for r, b in paired if b is not None]
         if paired:
-            diffs = [f"{m} {_mean_sd([float(r[m]) - float(b[m]) for r, b in paired])}" for m in METRICS]
-            lines.append(f"  minus the same models' main run ({len(paired)} paired): " + ", ".join(diffs))
+            lines.append(f"  minus the same models' main run ({len(paired)} paired): " + _paired(paired))
+        if versus is not None and variant == "-" and name != versus[0]:
+            against = [(r, other.get((data, split, r["seed"]))) for r in members]
+            against = [(r, b) for r, b in against if b is not None]
+            if against:
+                label = f"{versus[0]} [{versus[1]}]"
+                lines.append(f"  minus {label}, same seeds ({len(against)} paired): " + _paired(against))
     return lines
 
 
@@ -207,8 +237,11 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.params_edit import ParamsEditError
     from pipeline.scale.workdir import WorkdirError, project_root
 
+    if args.versus and not args.summary:
+        print("error: --versus goes with --summary", file=sys.stderr)
+        return 2
     if args.summary:
-        print("\n".join(summarise(args.results)))
+        print("\n".join(summarise(args.results, args.versus)))
         return 0
     if not args.name or not args.data:
         print("error: --name and --data are needed (or --summary)", file=sys.stderr)

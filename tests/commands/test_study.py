@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.commands.study import FIELDS, append, key_value, summarise
+from pipeline.commands.study import FIELDS, append, key_value, summarise, versus_rows
 from tests.conftest import make_project, run, shared_data
 
 
@@ -63,6 +63,27 @@ def test_summary_is_mean_and_sample_sd_per_name_variant_and_split(tmp_path: Path
         "test_auc +0.0200 +- 0.0424, test_accuracy +0.0250 +- 0.0354"
     )
     assert "lfw158/11785" in lines[3]
+
+
+def test_versus_pairs_other_studies_main_runs_with_the_named_rows_of_the_same_seed(tmp_path: Path):
+    results = tmp_path / "study.csv"
+    for seed, auc in enumerate((0.90, 0.92, 0.94)):
+        append(results, row("default", "-", 7, seed, auc, 0.7))
+        append(results, row("default", "score.whiten=True", 7, seed, auc + 0.01, 0.7))
+    append(results, row("two-phase", "-", 7, 0, 0.95, 0.8))
+    append(results, row("two-phase", "-", 7, 2, 0.93, 0.8))
+    append(results, row("two-phase", "-", 11785, 0, 0.99, 0.8))  # no default run on this split: not paired
+    append(results, row("two-phase", "score.whiten=False", 7, 0, 0.91, 0.8))
+    lines = summarise(results, versus_rows("default:score.whiten=True"))
+    # seed 0: 0.95 - 0.91; seed 2: 0.93 - 0.95
+    prefix = "  minus default [score.whiten=True], same seeds (2 paired): val_auc +0.0100 +- 0.0424, "
+    assert any(line.startswith(prefix) for line in lines)
+    assert sum("minus default" in line for line in lines) == 1  # not the variant, not the unpaired split
+    plain = summarise(results, versus_rows("default"))
+    assert any(line.startswith("  minus default [-], same seeds (2 paired): val_auc +0.0200 +- 0.0424") for line in plain)
+    assert not any("minus default" in line for line in summarise(results))
+    with pytest.raises(argparse.ArgumentTypeError):
+        versus_rows(":score.whiten=True")
 
 
 def test_bad_arguments_fail_before_any_working_copy_is_made(tmp_path: Path):
