@@ -43,16 +43,14 @@ EMB /= np.linalg.norm(EMB, axis=1, keepdims=True)
 LABELS = np.array([0, 1, 0, 1])
 LAB = labelled_images(LABELS)
 HEAD = ClassifyParams(method="head", balance=False)
-# These fakes hold no training-image embeddings to fit a whitening on; the tests below whiten by name where they mean to.
+# These fakes hold no training-image embeddings to fit a whitening on; tests that whiten say so by name.
 PLAIN = ScoreParams(whiten=False)
 RIGHT = np.eye(2, dtype=np.float32)[LABELS] * 0.8 + 0.1  # every image classified correctly
 WRONG = 1.0 - RIGHT
 
 
 def test_without_masks_every_fold_is_scored_on_every_validation_image():
-    results, scores, _ = evaluate(
-        [fold("fold0", RIGHT, EMB), fold("fold1", WRONG, EMB)], TRIALS, LAB, PLAIN, HEAD
-    )
+    results, scores, _ = evaluate([fold("fold0", RIGHT, EMB), fold("fold1", WRONG, EMB)], TRIALS, LAB, PLAIN, HEAD)
     assert results["fold0"]["val_accuracy"] == 1.0 and results["fold1"]["val_accuracy"] == 0.0
     assert results["ensemble"]["val_auc"] == 1.0 and set(scores) == {"fold0", "fold1", "ensemble"}
 
@@ -147,9 +145,7 @@ def prototype_fold(name: str) -> FoldEmbeddings:
 def test_prototypes_classify_by_the_nearest_class_mean_of_the_other_labelled_images():
     unseen = {"fold0": LAB.fold_ids == 0, "fold1": LAB.fold_ids == 1}
     folds = [prototype_fold("fold0"), prototype_fold("fold1")]
-    results, _, probs = evaluate(
-        folds, TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False), unseen
-    )
+    results, _, probs = evaluate(folds, TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False), unseen)
     # Image 0 is nearer b. Were it in a's prototype (its own label), it would pull a towards itself and be "right":
     # the prototypes of fold 0 hold the training images and fold 1's validation images only.
     assert probs.argmax(axis=1).tolist() == [1, 1, 0, 1]
@@ -180,9 +176,7 @@ def test_test_predictions_use_every_labelled_image_as_prototypes():
 
 def test_a_prototype_method_on_embeddings_without_classification_embeddings_asks_for_embed():
     with pytest.raises(ValueError, match="re-run its embed stage"):
-        evaluate(
-            [fold("fold0", RIGHT, EMB)], TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False)
-        )
+        evaluate([fold("fold0", RIGHT, EMB)], TRIALS, LAB, PLAIN, ClassifyParams(method="prototype", balance=False))
 
 
 def test_trial_table_has_a_row_per_trial_and_a_column_per_model():

@@ -80,7 +80,8 @@ def test_versus_pairs_other_studies_main_runs_with_the_named_rows_of_the_same_se
     assert any(line.startswith(prefix) for line in lines)
     assert sum("minus default" in line for line in lines) == 1  # not the variant, not the unpaired split
     plain = summarise(results, versus_rows("default"))
-    assert any(line.startswith("  minus default [-], same seeds (2 paired): val_auc +0.0200 +- 0.0424") for line in plain)
+    prefix = "  minus default [-], same seeds (2 paired): val_auc +0.0200 +- 0.0424"
+    assert any(line.startswith(prefix) for line in plain)
     assert not any("minus default" in line for line in summarise(results))
     with pytest.raises(argparse.ArgumentTypeError):
         versus_rows(":score.whiten=True")
