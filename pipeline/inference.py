@@ -13,16 +13,30 @@ from pipeline.models import l2_normalise
 from pipeline.params import Params
 
 
-def settings(p: Params, device: torch.device) -> dict:
-    """`infer`'s keyword arguments from the params, the same for the embed stage and the per-epoch evaluation:
-    `embed.batch_size`, `embed.flip_tta`, `embed.amp` (in `train.amp_dtype`) and `train.channels_last`."""
+def settings(p: Params, device: torch.device, scale_tta: bool = True) -> dict:
+    """`infer`'s keyword arguments from the params, for the embed stage and the per-epoch evaluation:
+    `embed.batch_size`, `embed.flip_tta`, `embed.amp` (in `train.amp_dtype`), `train.channels_last` and, with
+    `scale_tta`, `embed.scales`. The per-epoch evaluation leaves the scales out: it tracks learning, and a
+    scale TTA edit must not retrain a fold (the train stage does not list `embed.scales` in dvc.yaml)."""
     return dict(
         device=device,
         batch_size=p.embed.batch_size,
         flip_tta=p.embed.flip_tta,
+        scales=tuple(p.embed.scales) if scale_tta else (),
         dtype=amp_dtype(device, p.embed.amp, p.train.amp_dtype),
         channels_last=p.train.channels_last,
     )
+
+
+def zoom(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """The batch `x` (N, C, H, W) zoomed about its centre by `scale`: above 1 the centre fills the view (a crop),
+    below 1 the whole image shrinks inside a zero border, as the training augmentation's affine zoom leaves it.
+    Bilinear, on the device; torchvision's `affine` works on one image at a time, so this is written here."""
+    if scale == 1.0:
+        return x
+    theta = torch.tensor([[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]], dtype=torch.float32, device=x.device)
+    grid = torch.nn.functional.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 @torch.inference_mode()
@@ -36,10 +50,15 @@ def infer(
     channels_last: bool = True,
     desc: str | None = None,
     probs: bool = True,
+    scales: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """L2-normalised embeddings (flip TTA: sum of both views, then normalise) and, with `probs`, the head's class
-    probabilities (None without). Ask for them only where they are used: they take N x classes floats, 13 GB for
-    the 380k training images of the full-size set against its 4,300 classes, where the embeddings take 0.4 GB."""
+    """L2-normalised embeddings and, with `probs`, the head's class probabilities (None without).
+
+    Test-time augmentation: the embedding is the sum over the views, then normalised; the views are the image,
+    its zooms by each of `scales` (`zoom`) and, with `flip_tta`, the mirror of each; the class probabilities are
+    the head's softmax of the mean view. Ask for probabilities only where they are used: they take N x classes
+    floats, 13 GB for the 380k training images of the full-size set against its 4,300 classes, where the
+    embeddings take 0.4 GB."""
     model.eval()
     cast = autocast(device, dtype)
     embeddings, class_probs = [], []
@@ -47,14 +66,15 @@ def infer(
     for start in tqdm(batches, desc=desc, leave=False, disable=desc is None, mininterval=1.0):
         x = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # copy out of the memmap
         x = x.permute(0, 3, 1, 2).float()
+        views = [x] + [zoom(x, s) for s in scales]
+        if flip_tta:
+            views += [torch.flip(v, dims=[3]) for v in views]
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with cast():
-            emb = model.net(x).float()
-            if flip_tta:
-                emb = emb + model.net(torch.flip(x, dims=[3])).float()
+            emb = sum(model.net(v).float() for v in views)
             if probs:
-                logits = model.head.predict(emb if not flip_tta else emb / 2).float()
+                logits = model.head.predict(emb / len(views)).float()
                 class_probs.append(torch.softmax(logits, dim=1).cpu().numpy())
         embeddings.append(l2_normalise(emb).cpu().numpy())
     return np.concatenate(embeddings), np.concatenate(class_probs) if probs else None

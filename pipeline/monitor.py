@@ -1,5 +1,5 @@
 """What the train stage measures after an epoch: accuracy on held-out labelled images and the AUC of the plain
-cosine of the validation trials' flip-TTA embeddings.
+cosine of the validation trials' flip-TTA embeddings (no scale TTA).
 
 The cosine here is deliberately not `pipeline.scoring` (`score.*`: centring, query expansion, the Euclidean
 metric): the train stage must not depend on what only the ensemble stage uses, so that a scoring edit never
@@ -48,8 +48,9 @@ def cosine_auc(embeddings: np.ndarray, names: list[str], trials: pd.DataFrame) -
 def evaluate(model: nn.Module, sets: EvalSets, device: torch.device, cfg: Params) -> dict[str, float]:
     """`val_accuracy` / `fold_accuracy` of the head's argmax and, with `train.verification_eval`, `val_auc`.
 
-    Inference runs as the embed stage's does (`embed.batch_size`, `embed.flip_tta`, `embed.amp`)."""
-    kw = settings(cfg, device)
+    Inference runs as the embed stage's does (`embed.batch_size`, `embed.flip_tta`, `embed.amp`), without the
+    stage's scale TTA (`embed.scales`), which is the ensemble's business like `score.*`."""
+    kw = settings(cfg, device, scale_tta=False)
     out: dict[str, float] = {}
     if sets.val_images is not None and len(sets.val_images):
         _, p = infer_sharded(model, sets.val_images, **kw)

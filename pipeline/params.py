@@ -251,7 +251,7 @@ class LossParams(Section):
     margin_cos: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # CosFace additive cosine margin (unitless)
     sphereface_m: Annotated[int, Field(ge=1, le=8)] = 4  # SphereFace multiplicative angular margin m (integer)
     subcenters: Annotated[int, Field(ge=1, le=16)] = 3  # sub-centre ArcFace: centres per class (K)
-    center_weight: NonNegFloat = 0.01  # centre loss weight lambda (Wen et al. 2016); 0 disables it
+    center_weight: NonNegFloat = 0.0  # centre loss weight lambda (Wen et al. 2016); 0 = off
     center_lr: PosFloat = 0.01  # learning rate of the class centres under train.optimizer
     head_weight: NonNegFloat = 1.0  # weight of the head's cross-entropy; 0 with a metric loss trains that loss alone
     metric: Literal["none", "contrastive", "triplet"] = "none"  # pair/triplet loss on the embeddings, added to CE
@@ -293,7 +293,7 @@ class TrainParams(Section):
     # a small data set (a few hundred images) gets more epochs, not a handful of updates. The stage logs and
     # writes (dvclive/fold<k>/metrics.json: epochs, steps) what ran.
     epochs: _int_or_auto(1) = "auto"
-    steps: PosInt = 1040  # optimiser-step budget of `epochs: auto`, rounded up to whole epochs
+    steps: PosInt = 920  # optimiser-step budget of `epochs: auto`, rounded up to whole epochs (+ finetune.steps)
     batch_size: PosInt = 128  # images per step
     optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
     lr: PosFloat = 3e-3  # peak learning rate after warmup
@@ -358,7 +358,7 @@ class FinetuneParams(Section):
 
     # Phase-2 length, as train.epochs: an integer runs exactly that many epochs, auto the fewest whole epochs
     # reaching finetune.steps; 0 = no phase 2.
-    epochs: _int_or_auto(0) = 0
+    epochs: _int_or_auto(0) = "auto"
     steps: PosInt = 120  # optimiser-step budget of `epochs: auto`
     lr: PosFloat = 3e-4  # peak learning rate of phase 2 (cosine decay to train.min_lr)
     warmup_epochs: NonNegFloat = 0.0  # linear warmup of phase 2, epochs
@@ -392,7 +392,17 @@ class SourceParams(Section):
 class EmbedParams(Section):
     batch_size: PosInt = 512  # images per forward pass
     flip_tta: bool = True  # sum of original and mirrored embeddings, then L2-normalise
+    # Scale TTA: extra views zoomed about the centre by each factor (> 1 crops, < 1 shrinks inside a black border,
+    # as augment.scale does in training), each mirrored too with flip_tta; the embedding sums them all. [] = off;
+    # each view is one more forward pass (README: Real faces).
+    scales: list[Annotated[float, Field(ge=0.5, le=2.0)]] = []
     amp: bool = True  # bf16/fp16 autocast for extraction (bench: 2x faster on CPU, AUC within 1e-5 of fp32)
+
+    @model_validator(mode="after")
+    def _scales(self) -> EmbedParams:
+        if 1.0 in self.scales or len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"embed.scales {self.scales}: list each extra zoom once (1.0, the original, is always in)")
+        return self
 
 
 class ScoreParams(Section):

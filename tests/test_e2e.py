@@ -173,3 +173,24 @@ def test_exp_run_with_a_gallery_param_reruns_only_the_drawing(tiny_repro: Path):
     assert ran_stages(out) == {"analyse"}, out
     for kind in ("false_accepts", "false_rejects"):
         assert sorted(p.name for p in (tiny_repro / "plots/analysis" / kind).iterdir()) == ["1.png", "2.png", "3.png"]
+
+
+def test_scale_tta_reruns_only_the_embeddings_and_after_and_changes_them(tiny_repro: Path):
+    """`embed.scales` is an embed-stage knob: the folds are not retrained (their per-epoch evaluation leaves the
+    zooms out), the embeddings are recomputed with the extra views and the ensemble scores them."""
+    import numpy as np
+
+    def embeddings() -> np.ndarray:
+        with np.load(tiny_repro / "embeddings/fold0.npz") as npz:
+            return npz["val_verification_embeddings"]
+
+    before = embeddings()
+    params = yaml.safe_load((tiny_repro / "params.yaml").read_text())
+    params["embed"]["scales"] = [0.9, 1.1]
+    (tiny_repro / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], tiny_repro).stdout
+    assert ran_stages(out) & STAGES_AFTER_TRAINING == {"embed@0", "embed@1", "ensemble"}, out
+    after = embeddings()
+    assert after.shape == before.shape
+    np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3

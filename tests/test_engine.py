@@ -177,9 +177,11 @@ def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
     from pipeline.models import resolve_pool_grid
     from pipeline.params import finetune_params
 
+    base = tiny_params(lr=0.01).model_dump(mode="json")
+    base["loss"]["center_weight"] = 0.01  # phase 1 with centre loss: its centres carry over too
     p = parse_params(
         {
-            **tiny_params(lr=0.01).model_dump(mode="json"),
+            **base,
             "finetune": {
                 "epochs": 2,
                 "lr": 0.001,
@@ -215,7 +217,7 @@ def test_phase_two_starts_from_the_phase_one_network_and_resumes(tmp_path):
 
     net = resolve_pool_grid(p2.model, 16)
     fresh = FaceModel(net, p2.loss, 4)
-    assert start_from(fresh, phase1) == ["network", "head", "center"]  # the default loss has centre loss
+    assert start_from(fresh, phase1) == ["network", "head", "center"]  # phase 1's centre loss included
     arc = FaceModel(net, p2.loss.model_copy(update={"head": "arcface"}), 4)
     assert start_from(arc, phase1) == ["network", "center"]  # a linear head's weights do not fit a cosine head
     cos = FaceModel(net, p2.loss.model_copy(update={"head": "cosface"}), 4)

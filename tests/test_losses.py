@@ -372,18 +372,19 @@ def test_head_weight_zero_trains_the_metric_loss_alone():
     assert total.item() == pytest.approx(0.5 * parts["ce"] + parts["metric"], rel=1e-6)
 
 
-def test_default_objective_is_linear_softmax_with_centre_loss():
-    objective = build_objective(LossParams(), DIM, CLASSES)
+def test_default_objective_is_plain_linear_softmax_and_centre_loss_adds_its_term():
+    plain = build_objective(LossParams(), DIM, CLASSES)  # phase 1 of the default two-phase recipe
+    emb, labels = batch()
+    assert isinstance(plain.head, LinearHead) and plain.center is None and plain.metric is None
+    assert set(plain(emb, labels, 0.1)[1]) == {"ce"}
+    objective = build_objective(LossParams(center_weight=0.01), DIM, CLASSES)
     assert isinstance(objective, Objective) and isinstance(objective.head, LinearHead)
     assert objective.center is not None and objective.metric is None
-    emb, labels = batch()
     total, parts = objective(emb, labels, 0.1)
     assert set(parts) == {"ce", "center"}
     ce = classification_loss(objective.head.fc(emb), labels, 0.1)
     torch.testing.assert_close(total, ce + 0.01 * objective.center(emb, labels))
     assert [len(g["params"]) for g in objective.param_groups(1e-3)] == [2, 1]  # head; centres at their own lr
-    plain = build_objective(LossParams(center_weight=0.0), DIM, CLASSES)
-    assert plain.center is None and set(plain(emb, labels, 0.1)[1]) == {"ce"}
 
 
 # ----- params -----

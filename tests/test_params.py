@@ -52,6 +52,9 @@ def test_every_default_key_is_written_in_params_yaml():
         ({"score": {"qe_alpha": "high"}}, "score.qe_alpha: Input should be a valid number"),
         ({"score": {"whiten_shrinkage": 1.5}}, "score.whiten_shrinkage: Input should be less than or equal to 1"),
         ({"score": {"whiten": "yes please"}}, "score.whiten: Input should be a valid boolean"),
+        ({"embed": {"scales": [1.0, 1.1]}}, "embed.scales [1.0, 1.1]: list each extra zoom once"),
+        ({"embed": {"scales": [0.9, 0.9]}}, "embed.scales [0.9, 0.9]: list each extra zoom once"),
+        ({"embed": {"scales": [3.0]}}, "embed.scales.0: Input should be less than or equal to 2"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):

@@ -4,8 +4,9 @@ A default changes only on evidence that is not one lucky run (issue #15): this c
 (`<identity>/<image>`, e.g. ../shared/data/lfw158/images) into a competition with `data.source: imagefolder`, once
 per seed runs the whole `dvc repro` in a working copy of the project's last commit (one per study name, split and
 seed, beside the project: `../<project>-study/...`), scores both submissions against the hidden answers, and
-appends one row per run to a CSV. Variants that only touch the `ensemble` stage (`--rescore score.whiten=true`)
-are scored on the same models right after, so a scoring change costs seconds, not a retraining.
+appends one row per run to a CSV. Variants that touch only the stages after training (`--rescore score.whiten=true`,
+`classify.*`, `embed.scales`) are scored on the same models right after, so such a change costs seconds or minutes,
+not a retraining.
 
     python -m pipeline study --name stem4 --data ../shared/data/lfw158/images --split-seed 11785 \
         --seeds 0 1 2 -S model.stem_stride=4 --rescore score.whiten=true
@@ -74,7 +75,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an ensemble-stage variant scored on the same models (repeat: each alone)",
+        help="a variant of the stages after training (score.*, classify.*, embed.scales) scored on the same models "
+        "(repeat: each alone)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="CSV the rows go to (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, help="where the working copies go (default: ../<project>-study)")

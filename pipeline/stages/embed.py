@@ -1,5 +1,6 @@
-"""Stage `embed@fold`: flip-TTA embeddings of the verification, classification and training images and the head's
-class probabilities of the classification images, saved with their ids (`pipeline.embeddings`).
+"""Stage `embed@fold`: test-time-augmented embeddings (`embed.flip_tta`, `embed.scales`) of the verification,
+classification and training images and the head's class probabilities of the classification images, saved with
+their ids (`pipeline.embeddings`).
 
 Launched under torchrun (`torchrun --nproc-per-node N -m pipeline.stages.embed ...`), the ranks share the rows
 and rank 0 writes the gathered result, the same as one process writes."""

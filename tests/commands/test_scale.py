@@ -30,6 +30,7 @@ MIB = 2**20
 
 def test_full_size_is_the_benchs_spec_with_both_training_folders():
     keys = sizes.run_keys(1.0, tiny=False, image_size=32)
+    assert keys["finetune.epochs"] == 0  # phase 1 alone: auto would add a whole full-size epoch of fine-tuning
     for name in ("identities", "large_identities", "train_images", "val_trials", "test_trials"):
         assert keys[f"synthetic.{name}"] == FULL[name], name
     assert (keys["synthetic.identities"] + keys["synthetic.large_identities"]) * keys[
@@ -49,6 +50,8 @@ def test_layers_apply_in_order_recipe_size_budget_settings():
     assert keys["synthetic.identities"] == 1150  # the size wins over the recipe
     keys = sizes.run_keys(0.5, False, 32, train_steps=500, recipe=recipe, settings={"train.steps": 600})
     assert keys["train.epochs"] == "auto" and keys["train.steps"] == 600 and keys["model.width"] == 1.0
+    assert sizes.run_keys(1.0, False, 32, recipe={"finetune.epochs": 2})["finetune.epochs"] == 2
+    assert sizes.run_keys(1.0, False, 32, settings={"finetune.epochs": "auto"})["finetune.epochs"] == "auto"
     assert sizes.run_keys(1.0, False, 32, epochs=2)["train.epochs"] == 2
     tiny = sizes.run_keys(1.0, True, 32)
     assert tiny["train.epochs"] == 1 and tiny["synthetic.identities"] == 24 and "train.steps" not in tiny

@@ -114,6 +114,7 @@ def test_one_seed_on_real_faces_with_a_rescored_variant(tmp_path: Path):
         "train.warmup_epochs=0.5",
         "train.batch_size=32",
         "train.num_workers=0",
+        "finetune.epochs=1",
         "folds.train=[0]",
         "embed.batch_size=128",
         "augment.preview_images=4",
