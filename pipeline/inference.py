@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.device import amp_dtype, autocast
 from pipeline.models import l2_normalise
 from pipeline.params import Params
+
+BILINEAR = InterpolationMode.BILINEAR
 
 
 def settings(p: Params, device: torch.device, scale_tta: bool = True) -> dict:
@@ -29,14 +33,12 @@ def settings(p: Params, device: torch.device, scale_tta: bool = True) -> dict:
 
 
 def zoom(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """The batch `x` (N, C, H, W) zoomed about its centre by `scale`: above 1 the centre fills the view (a crop),
-    below 1 the whole image shrinks inside a zero border, as the training augmentation's affine zoom leaves it.
-    Bilinear, on the device; torchvision's `affine` works on one image at a time, so this is written here."""
+    """The batch `x` (N, C, H, W) zoomed about its centre by `scale` (torchvision's affine, bilinear, on the
+    device): above 1 the centre fills the view (a crop), below 1 the whole image shrinks inside a zero border, as
+    the training augmentation's affine zoom leaves it."""
     if scale == 1.0:
         return x
-    theta = torch.tensor([[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]], dtype=torch.float32, device=x.device)
-    grid = torch.nn.functional.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return TF.affine(x, angle=0.0, translate=[0, 0], scale=scale, shear=[0.0, 0.0], interpolation=BILINEAR, fill=0)
 
 
 @torch.inference_mode()

@@ -16,6 +16,12 @@ from pipeline.params import LossParams, ModelParams, parse_params
 CLASSES, IMAGES, SIDE = 3000, 384, 16
 
 
+def _tiny_model(classes: int = 10) -> FaceModel:
+    torch.manual_seed(0)
+    p = resolve_pool_grid(ModelParams(width=0.25, embedding_dim=32), SIDE)
+    return FaceModel(p, LossParams(), classes).eval()
+
+
 def _peak_numpy_bytes(fn) -> tuple[int, object]:
     """Peak of the numpy allocations (numpy reports them to tracemalloc; torch's own buffers it does not)."""
     tracemalloc.start()
@@ -27,9 +33,7 @@ def _peak_numpy_bytes(fn) -> tuple[int, object]:
 
 
 def test_embeddings_alone_keep_no_probabilities_and_no_memory_that_grows_with_classes():
-    torch.manual_seed(0)
-    p = resolve_pool_grid(ModelParams(width=0.25, embedding_dim=32), SIDE)
-    model = FaceModel(p, LossParams(center_weight=0.0), CLASSES).eval()
+    model = _tiny_model(CLASSES)
     images = np.random.default_rng(0).integers(0, 256, (IMAGES, SIDE, SIDE, 3), dtype=np.uint8)
     kw = dict(device=torch.device("cpu"), batch_size=64, dtype=None)
 
@@ -41,12 +45,6 @@ def test_embeddings_alone_keep_no_probabilities_and_no_memory_that_grows_with_cl
     np.testing.assert_array_equal(emb, emb_alone)  # the embeddings do not depend on the flag
     assert with_probs >= probs_bytes  # what the full-size embed stage held for its training images
     assert alone < probs_bytes / 4, (alone, probs_bytes)  # only embeddings and one batch: no N x classes array
-
-
-def _tiny_model(side: int = SIDE) -> FaceModel:
-    torch.manual_seed(0)
-    p = resolve_pool_grid(ModelParams(width=0.25, embedding_dim=32), side)
-    return FaceModel(p, LossParams(), 10).eval()
 
 
 def test_zoom_keeps_the_image_at_one_magnifies_the_centre_and_borders_with_zeros():
