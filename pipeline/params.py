@@ -293,7 +293,7 @@ class TrainParams(Section):
     # a small data set (a few hundred images) gets more epochs, not a handful of updates. The stage logs and
     # writes (dvclive/fold<k>/metrics.json: epochs, steps) what ran.
     epochs: _int_or_auto(1) = "auto"
-    steps: PosInt = 920  # optimiser-step budget of `epochs: auto`, rounded up to whole epochs (+ finetune.steps)
+    steps: PosInt = 520  # optimiser-step budget of `epochs: auto`, rounded up to whole epochs (+ finetune.steps)
     batch_size: PosInt = 128  # images per step
     optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
     lr: PosFloat = 3e-3  # peak learning rate after warmup
@@ -380,10 +380,10 @@ class SourceParams(Section):
     of many identities, which every fold model then starts from. Its own seed and budget, so that experiments on
     `seed`, `train` or `loss` reuse the cached source model instead of retraining it."""
 
-    identities: NonNegInt = 0  # identities rendered for the source task; 0 = no source model (fold models start fresh)
+    identities: NonNegInt = 1000  # identities rendered for the source task; 0 = no source model (fold models fresh)
     images_per_identity: Annotated[int, Field(ge=2)] = 24  # rendered faces per identity
     difficulty: Prob = 0.5  # as synthetic.difficulty: 0 = studio portraits, 1 = harsh pose/light/occlusion
-    steps: PosInt = 3000  # optimiser-step budget, rounded up to whole epochs (as train.steps with epochs: auto)
+    steps: PosInt = 800  # optimiser-step budget, rounded up to whole epochs (as train.steps with epochs: auto)
     lr: PosFloat = 3e-3  # peak learning rate
     batch_size: PosInt = 128  # images per step
     seed: NonNegInt = 0  # rendering and training seed of the source model (not the top-level seed)

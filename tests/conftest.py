@@ -38,6 +38,7 @@ TINY_PARAMS = {
     "finetune": {"epochs": 1},
     "embed": {"batch_size": 128},
     "augment": {"preview_images": 4},
+    "source": {"identities": 0},  # tests/test_source_model.py runs the source stage under dvc repro
 }
 
 

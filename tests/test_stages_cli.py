@@ -156,10 +156,15 @@ def test_only_the_model_name_check_loads_torch(check, loaded):
 
 
 def test_the_source_stage_switched_off_loads_no_torch(tmp_path: Path):
-    """The default (`source.identities: 0`) is a stage of every `dvc repro`: it writes its note without torch."""
+    """Switched off (`source.identities: 0`, recipes/scratch.yaml) the stage still runs in every `dvc repro`: it
+    writes its note without torch."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["source"]["identities"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     probe = (
         "import json, sys, runpy\n"
-        f"sys.argv = ['pipeline.stages.source', '--out', {str(tmp_path / 'source')!r}]\n"
+        f"sys.argv = ['pipeline.stages.source', '--out', {str(tmp_path / 'source')!r}, "
+        f"'--params', {str(tmp_path / 'params.yaml')!r}]\n"
         "try:\n    runpy.run_module('pipeline.stages.source', run_name='__main__', alter_sys=True)\n"
         "except SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
         "print('PROBE ' + json.dumps([m for m in ('torch', 'timm') if m in sys.modules]))\n"

@@ -47,6 +47,10 @@ TINY = {
     "train.num_workers": 0,
     "embed.batch_size": 128,
     "augment.preview_images": 4,
+    "source.identities": 8,  # the source stage too, at a rehearsal's size
+    "source.images_per_identity": 4,
+    "source.steps": 2,
+    "source.batch_size": 16,
 }
 
 

@@ -18,7 +18,7 @@ from pipeline.params_edit import flatten
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPETITION = ROOT / "recipes" / "competition.yaml"
-TRANSFER = ROOT / "recipes" / "transfer.yaml"
+SCRATCH = ROOT / "recipes" / "scratch.yaml"
 
 
 def comments(text: str) -> list[str]:
@@ -48,14 +48,16 @@ def test_what_the_competition_recipe_is():
     assert recipe["train.batch_size"] >= 256 and recipe["train.num_workers"] >= 4
 
 
-def test_what_the_transfer_recipe_is():
-    """The source model measured on lfw158 (README: Real faces): 1,000 identities, 800 steps, and nothing else, so
-    the fold models train as the defaults do but from its backbone."""
-    recipe = recipes.load_recipe(TRANSFER)
-    assert recipe == {"source.identities": 1000, "source.steps": 800}
+def test_what_the_scratch_recipe_is():
+    """No source model, the fold models taking its steps back (README: Real faces): the defaults before the source
+    model, and nothing else, so it measures transfer against the same per-fold budget."""
+    recipe = recipes.load_recipe(SCRATCH)
+    assert recipe == {"source.identities": 0, "train.steps": 920}
     new_text, _ = recipes.apply_recipe((ROOT / "params.yaml").read_text(), recipe)
     params = parse_params(yaml.safe_load(new_text))
-    assert params.source.identities == 1000 and params.model.pretrained_path is None
+    assert params.source.identities == 0 and params.train.steps + params.finetune.steps == 1040
+    default = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert default.source.identities > 0  # the recipe switches something off, not nothing
 
 
 def test_recipe_keys_must_be_params_keys(tmp_path: Path):

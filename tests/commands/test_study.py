@@ -118,6 +118,7 @@ def test_one_seed_on_real_faces_with_a_rescored_variant(tmp_path: Path):
         "folds.train=[0]",
         "embed.batch_size=128",
         "augment.preview_images=4",
+        "source.identities=0",
     ]
     results = tmp_path / "study.csv"
     args = ["python", "-m", "pipeline", "study", "--name", "tiny", "--data", str(orl), "--split-seed", "3"]
