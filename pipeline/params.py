@@ -186,7 +186,9 @@ class FoldsParams(Section):
     # (out of fold): more images per identity for each model, which is what small data sets lack.
     holdout: Literal["train", "validation"] = "validation"
     k: Annotated[int, Field(ge=2, le=20)] = 2  # StratifiedKFold splits of the held-out images
-    train: list[NonNegInt] = [0, 1]  # folds to train (the dvc.yaml foreach list)
+    # Folds to train (the dvc.yaml foreach list). One by default: a second model doubles the training time, over the
+    # 15-minute budget of a real set at 64 px on 2 CPU cores (README: Real faces); [0, 1] ensembles two.
+    train: list[NonNegInt] = [0]
 
     @model_validator(mode="after")
     def _folds_in_range(self) -> FoldsParams:
@@ -377,10 +379,15 @@ class FinetuneParams(Section):
 
 class SourceParams(Section):
     """The source model (stage `source`, pipeline/source_model.py): a backbone pretrained on rendered synthetic faces
-    of many identities, which every fold model then starts from. Its own seed and budget, so that experiments on
-    `seed`, `train` or `loss` reuse the cached source model instead of retraining it."""
+    of many identities, which every fold model then starts from. Its own seed, image size and budget, so that
+    experiments on `data`, `seed`, `train` or `loss` reuse the committed (or cached) source model instead of
+    retraining it."""
 
     identities: NonNegInt = 1000  # identities rendered for the source task; 0 = no source model (fold models fresh)
+    # Side of the rendered source faces, px: the size the source model trains at, its own key (not data.image_size)
+    # so that the committed source model serves every data.image_size: the fold models load only its convolutions,
+    # which take any input size (README: Real faces).
+    image_size: Annotated[int, Field(ge=16, le=512)] = 64
     images_per_identity: Annotated[int, Field(ge=2)] = 24  # rendered faces per identity
     difficulty: Prob = 0.5  # as synthetic.difficulty: 0 = studio portraits, 1 = harsh pose/light/occlusion
     steps: PosInt = 800  # optimiser-step budget, rounded up to whole epochs (as train.steps with epochs: auto)

@@ -2,7 +2,7 @@
 set of many identities (the source task), whose weights the fold models start from (`pipeline/stages/source.py`).
 
 The rendering is `pipeline.sources.synthetic_faces` (the faces of `data.source: synthetic`), drawn straight into
-memory at the size the fold models train at: no JPEGs, no index. The training is the train stage's
+memory at `source.image_size`: no JPEGs, no index. The training is the train stage's
 (`pipeline.engine.train`, the same network, loss and optimiser code) under the `source` section's budget, so a
 source model is exactly what the train stage would have made of that set, and its backbone loads into the fold
 models tensor for tensor.
@@ -61,14 +61,12 @@ def render_source_set(s: SourceParams, size: int, workers: int = 1) -> tuple[np.
 
 
 def source_params(p: Params) -> Params:
-    """The params the source model trains under: the fold models' network (`model`, `data.image_size`), the
+    """The params the source model trains under: the fold models' network (`model`) at `source.image_size`, the
     library's default loss and training settings, and the `source` section's budget, learning rate and batch.
 
-    Only `source`, `model` and `data.image_size` are read, so an experiment on `loss`, `train` or `seed` reuses the
-    cached source model instead of retraining it (dvc.yaml lists just these for the stage)."""
+    Only `source` and `model` are read, so an experiment on `data`, `loss`, `train` or `seed` reuses the committed
+    or cached source model instead of retraining it (dvc.yaml lists just these for the stage)."""
     s = p.source
     train = TrainParams(epochs="auto", steps=s.steps, lr=s.lr, batch_size=s.batch_size, verification_eval=False)
     model = ModelParams(**{**p.model.model_dump(), "pretrained": False, "pretrained_path": None})
-    return Params(
-        seed=s.seed, data=DataParams(image_size=p.data.image_size), model=model, loss=LossParams(), train=train
-    )
+    return Params(seed=s.seed, data=DataParams(image_size=s.image_size), model=model, loss=LossParams(), train=train)

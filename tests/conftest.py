@@ -39,6 +39,7 @@ TINY_PARAMS = {
     "embed": {"batch_size": 128},
     "augment": {"preview_images": 4},
     "source": {"identities": 0},  # tests/test_source_model.py runs the source stage under dvc repro
+    "folds": {"train": [0, 1]},  # two fold models, so that the ensemble has something to combine
 }
 
 

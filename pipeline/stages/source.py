@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> None:
 
     sp = source_params(p)
     started = time.monotonic()
-    images, labels = render_source_set(s, p.data.image_size, workers=min(8, os.cpu_count() or 1))
+    images, labels = render_source_set(s, s.image_size, workers=min(8, os.cpu_count() or 1))
     # the last face of each identity measures the source task (accuracy of its head) after each epoch
     held = np.arange(s.images_per_identity - 1, len(labels), s.images_per_identity)
     rows = np.setdiff1d(np.arange(len(labels)), held)
     data = TrainData(images, rows, labels[rows], s.identities, augment.build(AugmentParams()))
     sets = EvalSets(val_images=images[held], val_labels=labels[held])
-    log.info("source: %d identities x %d faces of %d px", s.identities, s.images_per_identity, p.data.image_size)
+    log.info("source: %d identities x %d faces of %d px", s.identities, s.images_per_identity, s.image_size)
     history: list[dict[str, float]] = []
     model, budget = train(sp, data, sets, args.out, s.seed, fingerprint(sp, -1, []), history.append)
     with atomic_path(args.out / BACKBONE) as tmp:
@@ -61,13 +61,16 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "identities": s.identities,
         "images": len(rows),
-        "image_size": p.data.image_size,
+        "image_size": s.image_size,
         "epochs": budget.epochs,
         "steps": budget.steps,
         "val_accuracy": history[-1].get("val_accuracy") if history else None,
         "history": history,
     }
     write_json(args.out / SUMMARY, summary)
+    # The folder is committed (backbone.pt and source.json, so that a fresh clone skips this stage): the resume
+    # checkpoint, 5x the backbone's size with the head and optimiser state, is only for an interrupted run.
+    (args.out / "checkpoint.pt").unlink(missing_ok=True)
     log.info(
         "source model: %s (held-out accuracy %s) in %.1f min",
         args.out / BACKBONE,
