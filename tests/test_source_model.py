@@ -104,7 +104,8 @@ def test_fold_models_start_from_the_cached_source_model(tmp_path: Path):
     size = params["data"]["image_size"]
     params["train"]["lr"], params["data"]["image_size"] = lr, size - 8
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert changed(project) and "source" not in changed(project)
+    stale = changed(project)
+    assert stale and "source" not in stale, stale
     params["data"]["image_size"] = size
 
     # switched off: the stage leaves no backbone behind, and the fold model, whose input that was, must retrain

@@ -12,6 +12,7 @@ from pipeline.paths import SOURCE_BACKBONE as BACKBONE
 from pipeline.stages.common import log, params_from, parser, run, stage
 
 SUMMARY = "source.json"
+CHECKPOINT = "checkpoint.pt"  # pipeline.engine's resume state, for an interrupted run only
 
 
 @stage
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     s = p.source
     args.out.mkdir(parents=True, exist_ok=True)
     if not s.identities:
-        for stale in (BACKBONE, "checkpoint.pt"):  # the folder persists (for resuming), a switched-off source not
+        for stale in (BACKBONE, CHECKPOINT):  # the folder persists (for resuming), a switched-off source not
             (args.out / stale).unlink(missing_ok=True)
         write_json(args.out / SUMMARY, {"identities": 0, "note": "no source model: the fold models start fresh"})
         log.info("source.identities is 0: no source model")
@@ -68,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         "history": history,
     }
     write_json(args.out / SUMMARY, summary)
-    # The folder is committed (backbone.pt and source.json, so that a fresh clone skips this stage): the resume
-    # checkpoint, 5x the backbone's size with the head and optimiser state, is only for an interrupted run.
-    (args.out / "checkpoint.pt").unlink(missing_ok=True)
+    # The folder is committed (backbone.pt and source.json, so that a fresh clone skips this stage); the resume
+    # checkpoint is 5x the backbone's size with the head and optimiser state.
+    (args.out / CHECKPOINT).unlink(missing_ok=True)
     log.info(
         "source model: %s (held-out accuracy %s) in %.1f min",
         args.out / BACKBONE,
